@@ -1,0 +1,164 @@
+"""Config sections for the model, the device mesh, the optimiser, rollout and training loops."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from toolrl_jax.config.core import require
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScalingConfig:
+    """RoPE frequency scaling. ``type='llama3'`` is Llama-3.1's piecewise wavelength rescaling."""
+
+    type: Literal["none", "llama3"] = "none"
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position: int = 8192
+
+    def validate(self, path: str) -> None:
+        if self.type == "llama3":
+            require(self.factor > 0, f"{path}.factor={self.factor} must be > 0")
+            require(
+                self.high_freq_factor > self.low_freq_factor,
+                f"{path}.high_freq_factor must exceed {path}.low_freq_factor",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Decoder-only Qwen2/Llama-family architecture (field names follow HF's config.json)."""
+
+    architecture: Literal["qwen2", "llama"] = "qwen2"
+    vocab_size: int = 512
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 0  # 0: hidden_size // num_heads
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScalingConfig = RopeScalingConfig()
+    rms_norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+    qkv_bias: bool = True  # Qwen2 has q/k/v biases; Llama has none
+    max_position: int = 2048
+    param_dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16"] = "float32"  # activation / compute dtype
+    init_from: str = ""  # HF checkpoint dir to load; empty = random init
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    def validate(self, path: str) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                     "num_kv_heads", "max_position"):
+            value = getattr(self, name)
+            require(value > 0, f"{path}.{name}={value} must be > 0")
+        require(self.head_dim >= 0, f"{path}.head_dim={self.head_dim} must be >= 0 (0 = derive)")
+        if self.head_dim == 0:
+            require(
+                self.hidden_size % self.num_heads == 0,
+                f"{path}.num_heads={self.num_heads} must divide {path}.hidden_size="
+                f"{self.hidden_size} (or set {path}.head_dim)",
+            )
+        require(
+            self.num_heads % self.num_kv_heads == 0,
+            f"{path}.num_kv_heads={self.num_kv_heads} must divide {path}.num_heads={self.num_heads}",
+        )
+        require(self.resolved_head_dim % 2 == 0, f"{path}: head dim must be even for RoPE")
+        require(self.rms_norm_eps > 0, f"{path}.rms_norm_eps must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh axes. ``data=-1`` takes whatever devices the other axes leave."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def validate(self, path: str) -> None:
+        require(self.data == -1 or self.data > 0, f"{path}.data={self.data} must be -1 or > 0")
+        require(self.fsdp > 0, f"{path}.fsdp={self.fsdp} must be > 0")
+        require(self.tensor > 0, f"{path}.tensor={self.tensor} must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay, and global-norm clipping."""
+
+    learning_rate: float = 1e-6
+    warmup_steps: int = 0
+    decay_steps: int = 0  # 0: constant after warm-up
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+
+    def validate(self, path: str) -> None:
+        require(self.learning_rate >= 0, f"{path}.learning_rate must be >= 0")
+        require(self.warmup_steps >= 0, f"{path}.warmup_steps must be >= 0")
+        require(0 <= self.b1 < 1 and 0 <= self.b2 < 1, f"{path}.b1/b2 must be in [0, 1)")
+        require(0 <= self.min_lr_ratio <= 1, f"{path}.min_lr_ratio must be in [0, 1]")
+        require(self.grad_clip >= 0, f"{path}.grad_clip must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """Sampling and the host tool loop."""
+
+    prompts_per_step: int = 8
+    group_size: int = 4
+    max_prompt_len: int = 256
+    max_new_tokens: int = 256  # model-sampled tokens per trajectory (tool tokens not counted)
+    max_cache_len: int = 1024  # KV cache length: prompt + sampled + tool tokens
+    segment_len: int = 64  # decode steps per compiled segment call
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 disables
+    max_tool_calls: int = 4
+    max_result_tokens: int = 64  # tool output is truncated to this many tokens
+    length_bucket: int = 32  # padded prompt / extend lengths are multiples of this
+
+    def validate(self, path: str) -> None:
+        require(self.prompts_per_step > 0, f"{path}.prompts_per_step must be > 0")
+        require(self.group_size > 0, f"{path}.group_size must be > 0")
+        require(self.temperature > 0, f"{path}.temperature={self.temperature} must be > 0")
+        require(0 < self.top_p <= 1, f"{path}.top_p={self.top_p} must be in (0, 1]")
+        require(self.top_k >= 0, f"{path}.top_k must be >= 0")
+        require(
+            self.max_cache_len >= self.max_prompt_len + self.max_new_tokens,
+            f"{path}.max_cache_len={self.max_cache_len} must be >= max_prompt_len + "
+            f"max_new_tokens = {self.max_prompt_len + self.max_new_tokens}",
+        )
+        require(self.segment_len > 0, f"{path}.segment_len must be > 0")
+        require(self.length_bucket > 0, f"{path}.length_bucket must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Loop lengths, batching, checkpointing and logging."""
+
+    steps: int = 10
+    seed: int = 0
+    micro_batch_size: int = 0  # 0: no gradient accumulation
+    logit_chunk: int = 256  # tokens per chunk when computing logprob + entropy from hidden states
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    log_every: int = 1
+    save_rollouts_every: int = 10
+
+    def validate(self, path: str) -> None:
+        require(self.steps >= 0, f"{path}.steps must be >= 0")
+        require(self.micro_batch_size >= 0, f"{path}.micro_batch_size must be >= 0")
+        require(self.logit_chunk > 0, f"{path}.logit_chunk must be > 0")
+        require(self.ppo_epochs > 0 and self.mini_batches > 0, f"{path}.ppo_epochs/mini_batches > 0")
+        require(self.keep_checkpoints > 0, f"{path}.keep_checkpoints must be > 0")
