@@ -1,0 +1,152 @@
+"""Qwen2/Llama-family decoder in flax.nnx with a per-row-length KV cache.
+
+Entry points (all pure given the module's parameters; jit them via ``nnx.split``/``nnx.merge``):
+
+* ``__call__(tokens_BT, attn_mask_BT)`` — full causal forward over right-padded rows → logits.
+* ``hidden(tokens_BT, attn_mask_BT)`` — the same, stopping at the final norm (for chunked heads).
+* ``extend(tokens_BT, new_lens_B, cache)`` — append up to T tokens per row to ``cache``; row b
+  appends ``new_lens_B[b]`` tokens at cache positions ``cache.lengths[b] …``. Prefill is extend on
+  an empty cache and a decode step is extend with T = 1, so the three share one code path.
+
+Cache index == RoPE position: a row's tokens are contiguous from position 0, so a row's new tokens
+get their own positions, and keys at index >= the row's length (padding, stale writes) are never
+attended to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from toolrl_jax.config import ModelConfig
+from toolrl_jax.models.layers import DTYPES, MLP, Attention, RMSNorm, grouped_attention, param
+from toolrl_jax.models.layers import rope_inv_freq
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    """Preallocated keys/values ``[layers, B, L_max, KV, hd]`` and each row's filled length ``[B]``."""
+
+    k: jax.Array
+    v: jax.Array
+    lengths: jax.Array  # int32 [B]
+
+    @classmethod
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
+        dtype = dtype or DTYPES[cfg.dtype]
+        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        pdt = DTYPES[cfg.param_dtype]
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
+        self.self_attn = Attention(cfg, rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
+        self.mlp = MLP(cfg, rngs)
+
+
+class Decoder(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pdt = DTYPES[cfg.param_dtype]
+        self.embed_tokens = param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pdt,
+                                  0.02)
+        self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
+        if not cfg.tie_embeddings:
+            self.lm_head = param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pdt,
+                                 0.02)
+
+    def _inv_freq(self) -> jax.Array:
+        # Derived from the config, not stored: it is a compile-time constant, not a parameter.
+        c = self.cfg
+        return rope_inv_freq(c.resolved_head_dim, c.rope_theta, c.rope_scaling)
+
+    # ------------------------------------------------------------------ heads
+    def lm_head_weight(self) -> jax.Array:
+        """``[D, V]`` output projection (the transposed embedding when tied)."""
+        if self.cfg.tie_embeddings:
+            return self.embed_tokens[...].T
+        return self.lm_head[...]
+
+    def logits(self, hidden_BTD) -> jax.Array:
+        w = self.lm_head_weight()
+        return (hidden_BTD @ w.astype(hidden_BTD.dtype)).astype(jnp.float32)
+
+    def _embed(self, tokens_BT):
+        return jnp.take(self.embed_tokens[...], tokens_BT, axis=0).astype(DTYPES[self.cfg.dtype])
+
+    # ------------------------------------------------------------------ full forward
+    def hidden(self, tokens_BT, attn_mask_BT=None, positions_BT=None) -> jax.Array:
+        """Final-norm hidden states ``[B, T, D]`` for right-padded rows (causal, padding masked)."""
+        b, t = tokens_BT.shape
+        if attn_mask_BT is None:
+            attn_mask_BT = jnp.ones((b, t), bool)
+        attn_mask_BT = attn_mask_BT.astype(bool)
+        if positions_BT is None:
+            positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        causal = jnp.tril(jnp.ones((t, t), bool))
+        allowed = causal[None] & attn_mask_BT[:, None, :]
+        x = self._embed(tokens_BT)
+        inv_freq = self._inv_freq()
+        for layer in self.layers:
+            h = layer.input_layernorm(x)
+            q, k, v = layer.self_attn.project_qkv(h, positions_BT, inv_freq)
+            x = x + layer.self_attn.output(grouped_attention(q, k, v, allowed))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.norm(x)
+
+    def __call__(self, tokens_BT, attn_mask_BT=None, positions_BT=None) -> jax.Array:
+        """Logits ``[B, T, V]`` (fp32)."""
+        return self.logits(self.hidden(tokens_BT, attn_mask_BT, positions_BT))
+
+    # ------------------------------------------------------------------ cached generation
+    def extend_hidden(self, tokens_BT, new_lens_B, cache: KVCache) -> tuple[jax.Array, KVCache]:
+        """Appends ``new_lens_B[b]`` tokens of row b at its own cache offset; returns hidden states.
+
+        Tokens at ``t >= new_lens_B[b]`` are padding: their keys are not written (scatter with
+        ``mode='drop'`` to an out-of-range index) and their outputs are meaningless.
+        """
+        b, t = tokens_BT.shape
+        max_len = cache.max_len
+        offsets_T = jnp.arange(t, dtype=jnp.int32)
+        positions_BT = cache.lengths[:, None] + offsets_T[None, :]
+        valid_BT = offsets_T[None, :] < new_lens_B[:, None]
+        write_idx_BT = jnp.where(valid_BT, positions_BT, max_len)  # out of range => dropped
+        rows_B1 = jnp.arange(b)[:, None]
+        # Query at position p sees cache slots s <= p; slots beyond the row's new length hold no
+        # key yet for valid queries, because s <= p < length + new_len.
+        allowed = jnp.arange(max_len)[None, None, :] <= positions_BT[:, :, None]
+        x = self._embed(tokens_BT)
+        inv_freq = self._inv_freq()
+        new_k, new_v = cache.k, cache.v
+        for i, layer in enumerate(self.layers):
+            h = layer.input_layernorm(x)
+            q, k, v = layer.self_attn.project_qkv(h, positions_BT, inv_freq)
+            layer_k = new_k[i].at[rows_B1, write_idx_BT].set(k.astype(new_k.dtype), mode="drop")
+            layer_v = new_v[i].at[rows_B1, write_idx_BT].set(v.astype(new_v.dtype), mode="drop")
+            new_k = new_k.at[i].set(layer_k)
+            new_v = new_v.at[i].set(layer_v)
+            x = x + layer.self_attn.output(grouped_attention(q, layer_k, layer_v, allowed))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        lengths = jnp.minimum(cache.lengths + new_lens_B.astype(jnp.int32), max_len)
+        return self.norm(x), KVCache(new_k, new_v, lengths)
+
+    def extend(self, tokens_BT, new_lens_B, cache: KVCache) -> tuple[jax.Array, KVCache]:
+        """Like :meth:`extend_hidden` but returns logits ``[B, T, V]`` (fp32)."""
+        hidden, cache = self.extend_hidden(tokens_BT, new_lens_B, cache)
+        return self.logits(hidden), cache
+
+
+def init_decoder(cfg: ModelConfig, seed: int = 0) -> Decoder:
+    return Decoder(cfg, nnx.Rngs(params=seed))

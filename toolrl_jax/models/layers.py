@@ -1,0 +1,136 @@
+"""Building blocks of the Qwen2/Llama decoder: RMSNorm, RoPE (default + Llama-3 scaling), attention math.
+
+Parameters carry a ``axes`` metadata tuple of *logical* axis names; ``toolrl_jax.sharding`` maps
+those to mesh axes. Glossary: embed (D), vocab (V), q_heads (H*hd), kv_heads (KV*hd), mlp (F).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from toolrl_jax.config import ModelConfig, RopeScalingConfig
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...], dtype, std: float):
+    """A normally initialised parameter annotated with logical axes."""
+    value = std * jax.random.normal(rngs.params(), shape, jnp.float32)
+    return nnx.Param(value.astype(dtype), axes=axes)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, dtype):
+        self.weight = nnx.Param(jnp.ones((dim,), dtype), axes=("norm",))
+        self.eps = eps
+
+    def __call__(self, x):
+        # Normalise in fp32 as HF does, then cast back before scaling (matters for bf16 parity).
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...] * x32.astype(x.dtype)
+
+
+def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScalingConfig) -> jnp.ndarray:
+    """Inverse frequencies [hd/2], with Llama-3.1 piecewise scaling when configured."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if scaling.type == "none":
+        return inv_freq
+    # Llama-3: long wavelengths are divided by `factor`, short ones kept, medium ones interpolated.
+    old_len = scaling.original_max_position
+    low_wavelen = old_len / scaling.low_freq_factor
+    high_wavelen = old_len / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(is_medium, smoothed, scaled)
+
+
+def apply_rope(x_BTNK, positions_BT, inv_freq):
+    """Rotate-half RoPE (HF convention: the two halves of the head dim form the pairs)."""
+    angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq  # [B, T, hd/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x = x_BTNK.astype(jnp.float32)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BTNK.dtype)
+
+
+def grouped_attention(q_BTHK, k_BSNK, v_BSNK, allowed_BTS):
+    """Softmax attention with grouped KV heads (H = N * group), in fp32.
+
+    ``allowed_BTS`` is True where query t may see key s. A query with no allowed key (padding)
+    gets zeros rather than NaNs.
+    """
+    b, t, h, hd = q_BTHK.shape
+    n = k_BSNK.shape[2]
+    q = q_BTHK.reshape(b, t, n, h // n, hd).astype(jnp.float32)
+    scores = jnp.einsum("btngk,bsnk->bngts", q, k_BSNK.astype(jnp.float32)) / math.sqrt(hd)
+    mask = allowed_BTS[:, None, None, :, :]
+    scores = jnp.where(mask, scores, -1e30)
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = jnp.where(mask, probs, 0.0)
+    out = jnp.einsum("bngts,bsnk->btngk", probs, v_BSNK.astype(jnp.float32))
+    return out.reshape(b, t, h, hd).astype(q_BTHK.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, hd = cfg.hidden_size, cfg.resolved_head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+        pdt = DTYPES[cfg.param_dtype]
+        std = 0.02
+        self.q_proj = param(rngs, (d, cfg.num_heads * hd), ("embed", "q_heads"), pdt, std)
+        self.k_proj = param(rngs, (d, cfg.num_kv_heads * hd), ("embed", "kv_heads"), pdt, std)
+        self.v_proj = param(rngs, (d, cfg.num_kv_heads * hd), ("embed", "kv_heads"), pdt, std)
+        self.o_proj = param(rngs, (cfg.num_heads * hd, d), ("q_heads", "embed"), pdt, std)
+        self.qkv_bias = cfg.qkv_bias
+        if cfg.qkv_bias:
+            self.q_bias = nnx.Param(jnp.zeros((cfg.num_heads * hd,), pdt), axes=("q_heads",))
+            self.k_bias = nnx.Param(jnp.zeros((cfg.num_kv_heads * hd,), pdt), axes=("kv_heads",))
+            self.v_bias = nnx.Param(jnp.zeros((cfg.num_kv_heads * hd,), pdt), axes=("kv_heads",))
+
+    def project_qkv(self, x_BTD, positions_BT, inv_freq):
+        b, t, _ = x_BTD.shape
+        dt = x_BTD.dtype
+        q = x_BTD @ self.q_proj[...].astype(dt)
+        k = x_BTD @ self.k_proj[...].astype(dt)
+        v = x_BTD @ self.v_proj[...].astype(dt)
+        if self.qkv_bias:
+            q = q + self.q_bias[...].astype(dt)
+            k = k + self.k_bias[...].astype(dt)
+            v = v + self.v_bias[...].astype(dt)
+        q = q.reshape(b, t, self.num_heads, self.head_dim)
+        k = k.reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = v.reshape(b, t, self.num_kv_heads, self.head_dim)
+        return apply_rope(q, positions_BT, inv_freq), apply_rope(k, positions_BT, inv_freq), v
+
+    def output(self, attn_BTHK):
+        b, t = attn_BTHK.shape[:2]
+        flat = attn_BTHK.reshape(b, t, self.num_heads * self.head_dim)
+        return flat @ self.o_proj[...].astype(flat.dtype)
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        pdt = DTYPES[cfg.param_dtype]
+        self.gate_proj = param(rngs, (d, f), ("embed", "mlp"), pdt, 0.02)
+        self.up_proj = param(rngs, (d, f), ("embed", "mlp"), pdt, 0.02)
+        self.down_proj = param(rngs, (f, d), ("mlp", "embed"), pdt, 0.02)
+
+    def __call__(self, x):
+        dt = x.dtype
+        gate = jax.nn.silu(x @ self.gate_proj[...].astype(dt))
+        return (gate * (x @ self.up_proj[...].astype(dt))) @ self.down_proj[...].astype(dt)
