@@ -1,0 +1,50 @@
+"""Deterministic, seed-keyed hashing and sampling: train / held-out assignment, coin flips.
+
+Everything here is a pure function of its arguments (no global RNG, no iteration order), so the
+same item lands in the same split and gets the same SFT mode on every host, every run, and after
+resuming from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+TRAIN = "train"
+HELDOUT = "heldout"
+SPLITS = (TRAIN, HELDOUT)
+
+
+def stable_uniform(*key: object) -> float:
+    """A uniform number in [0, 1) determined by ``key`` alone (sha256, not Python's salted hash)."""
+    digest = hashlib.sha256("\x1f".join(str(k) for k in key).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_of(item_key: str, split_seed: int, heldout_fraction: float) -> str:
+    """The split an item belongs to. ``item_key`` is what must never cross the split boundary
+    (a question's text, or an entity whose facts must stay unseen)."""
+    return HELDOUT if stable_uniform("split", split_seed, item_key) < heldout_fraction else TRAIN
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    return split
+
+
+def cycle_sample(rng: random.Random, pool: Sequence[T], k: int) -> list[T]:
+    """``k`` draws that walk through shuffled copies of ``pool``: every item once before any item
+    twice, so a small pool is covered evenly and a large one has no repeats."""
+    if k > 0 and not pool:
+        raise ValueError("cannot sample from an empty pool")
+    out: list[T] = []
+    while len(out) < k:
+        order = list(pool)
+        rng.shuffle(order)
+        out.extend(order[: k - len(out)])
+    return out
