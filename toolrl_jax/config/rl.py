@@ -1,18 +1,196 @@
 """RL section of the config: recipe choice and the knobs of its components.
 
 Owned by the RL core (toolrl_jax/rl/). Every knob is declared here once.
+
+A recipe (``grpo``, ``dapo``, …) is a *preset*: it names one choice for each component (reward,
+filters, advantage, shaping, loss aggregation, clipping). Component fields default to ``None``,
+which means "what the recipe says"; setting one overrides the preset, so components combine
+freely (e.g. ``recipe='tepo_dense', filters=('all_tools_failed', 'all_correct_or_wrong')`` puts
+TAO-RL's filters in front of TEPO's rewards). :meth:`RLConfig.resolved` fills every ``None`` from
+:data:`RECIPE_PRESETS`; the RL code only ever reads a resolved config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Literal
 
 from toolrl_jax.config.core import require
+
+RecipeName = Literal["grpo", "dapo", "dr_grpo", "tepo_sparse", "tepo_dense", "tao_rl", "autotool"]
+RewardName = Literal["outcome", "tepo_sparse", "tepo_dense", "autotool"]
+AdvantageName = Literal["grpo", "dr_grpo", "rloo", "tepo_tool"]
+ShapingName = Literal["none", "tao_post_tool", "entropy_bonus"]
+LossAggName = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"]
+KLEstimator = Literal["k1", "k2", "k3"]
+
+#: Row/group filters, applied host-side (shapes stay static; dropped rows get weight 0).
+FILTER_NAMES = (
+    "all_tools_failed",  # TAO-RL: rows with >= 1 call, all failed (kept in the group baseline)
+    "all_correct_or_wrong",  # TAO-RL: groups whose rollouts are all correct or all wrong
+    "zero_variance",  # DAPO dynamic sampling / AutoTool refinement: groups with equal rewards
+    "void_turn",  # SimpleTIR: rows with a turn that has neither a complete call nor an answer
+)
+#: Filters that drop whole groups: when any is on, the loop oversamples and refills (RefillRule).
+GROUP_FILTERS = ("all_correct_or_wrong", "zero_variance")
+
+# Each recipe's choice for every ``None``-default field below. Values from DESIGN.md §4 and the
+# papers: DAPO clip-higher 0.2/0.28 + token-mean + overlong buffer (4096 of 20480 = 0.2);
+# Dr.GRPO sums tokens over a constant; TAO-RL clip-higher + dual-clip c = 3.
+RECIPE_PRESETS: dict[str, dict[str, Any]] = {
+    "grpo": dict(reward="outcome", advantage="grpo", filters=(), shaping="none",
+                 loss_agg="seq_mean_token_mean", clip_eps_low=0.2, clip_eps_high=0.2,
+                 dual_clip=0.0, overlong_buffer_ratio=0.0, format_weight=0.0,
+                 autotool_entropy=False),
+    "dapo": dict(reward="outcome", advantage="grpo", filters=("zero_variance",), shaping="none",
+                 loss_agg="token_mean", clip_eps_low=0.2, clip_eps_high=0.28, dual_clip=0.0,
+                 overlong_buffer_ratio=0.2, format_weight=0.0, autotool_entropy=False),
+    "dr_grpo": dict(reward="outcome", advantage="dr_grpo", filters=(), shaping="none",
+                    loss_agg="constant", clip_eps_low=0.2, clip_eps_high=0.2, dual_clip=0.0,
+                    overlong_buffer_ratio=0.0, format_weight=0.0, autotool_entropy=False),
+    "tepo_sparse": dict(reward="tepo_sparse", advantage="grpo", filters=(), shaping="none",
+                        loss_agg="token_mean", clip_eps_low=0.2, clip_eps_high=0.2,
+                        dual_clip=0.0, overlong_buffer_ratio=0.0, format_weight=0.0,
+                        autotool_entropy=False),
+    "tepo_dense": dict(reward="tepo_dense", advantage="tepo_tool", filters=(), shaping="none",
+                       loss_agg="token_mean", clip_eps_low=0.2, clip_eps_high=0.2,
+                       dual_clip=0.0, overlong_buffer_ratio=0.0, format_weight=0.0,
+                       autotool_entropy=False),
+    "tao_rl": dict(reward="outcome", advantage="grpo",
+                   filters=("all_tools_failed", "all_correct_or_wrong"), shaping="tao_post_tool",
+                   loss_agg="token_mean", clip_eps_low=0.2, clip_eps_high=0.28, dual_clip=3.0,
+                   overlong_buffer_ratio=0.0, format_weight=0.0, autotool_entropy=False),
+    "autotool": dict(reward="autotool", advantage="grpo", filters=("zero_variance",),
+                     shaping="none", loss_agg="token_mean", clip_eps_low=0.2, clip_eps_high=0.2,
+                     dual_clip=0.0, overlong_buffer_ratio=0.0, format_weight=1.0,
+                     autotool_entropy=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-    recipe: str = "grpo"
+    """RL knobs. ``None`` = the recipe's preset (see :data:`RECIPE_PRESETS`)."""
+
+    recipe: RecipeName = "grpo"
+
+    # --- components (None: the recipe's choice) -------------------------------------------------
+    reward: RewardName | None = None
+    advantage: AdvantageName | None = None
+    filters: tuple[str, ...] | None = None  # names from FILTER_NAMES
+    shaping: ShapingName | None = None
+    loss_agg: LossAggName | None = None
+    # PPO ratio clip [1 - low, 1 + high]; high > low is DAPO's clip-higher (keeps rare tokens able
+    # to grow, which delays entropy collapse).
+    clip_eps_low: float | None = None
+    clip_eps_high: float | None = None
+    # Dual-clip c > 1 bounds the loss of negative-advantage tokens at -A*c; 0 disables.
+    dual_clip: float | None = None
+    # DAPO overlong shaping: buffer = ratio * max_new_tokens tokens before the hard limit; 0 = off.
+    overlong_buffer_ratio: float | None = None
+    # Malformed output (format_ok = 0) adds -format_weight to the reward; 0 = off. AutoTool's
+    # preset 1.0 makes a malformed answer worse than any well-formed one (its rewards are >= -1).
+    format_weight: float | None = None
+    # AutoTool's decoupled, mode- and target-gated entropy term -beta_i * H_i in the loss.
+    autotool_entropy: bool | None = None
+
+    # --- advantages -------------------------------------------------------------------------------
+    # Group std uses ddof=1 (unbiased), as torch.std does in verl/TRL, so numbers match them.
+    adv_std_ddof: int = 1
+    # Added to the group std; 1e-6 as verl (TRL uses 1e-4). Zero-variance groups get A = 0.
+    adv_eps: float = 1e-6
+
+    # --- loss extras ------------------------------------------------------------------------------
+    kl_coef: float = 0.0  # 0: no reference model needed (DAPO, Dr.GRPO drop the KL term)
+    kl_estimator: KLEstimator = "k3"  # k3 = exp(d) - 1 - d: unbiased, low variance, >= 0
+    kl_clamp: float = 10.0  # per-token |KL| clamp (as verl's low_var_kl) against exploding ratios
+    entropy_coef: float = 0.0  # plain entropy bonus -c * H_t (carries gradient)
+    # Dr.GRPO's constant normaliser (tokens per row); 0 = the rollout's max_new_tokens.
+    loss_constant: int = 0
+
+    # --- shaping ----------------------------------------------------------------------------------
+    tao_coef: float = 0.01  # TAO-RL's a in A*(1 + a*g_t*z(H_t)); small, so signs never flip
+    entropy_adv_alpha: float = 0.4  # exploration bonus A + min(alpha*H, |A|/kappa) (Cheng et al.)
+    entropy_adv_kappa: float = 2.0  # kappa > 1 guarantees the bonus never flips A's sign
+    # Train only on the top-rho highest-entropy ("forking") tokens of the batch; 1.0 = all tokens.
+    top_entropy_ratio: float = 1.0
+
+    # --- rewards ----------------------------------------------------------------------------------
+    # TEPO dense bonus for an entropy-reducing call: F1*(1 + alpha*1{dH<0}). 0.5 keeps the outcome
+    # dominant: a reducing call earns at most 1.5x what a non-reducing call with the same F1 earns.
+    tepo_alpha: float = 0.5
+    # m/n used by TEPO-sparse when a rollout made no call (n = 0). 1.0: a correct direct answer
+    # keeps its full outcome reward (0.0 would make it indistinguishable from a wrong one).
+    tepo_no_call_ratio: float = 1.0
+    # AutoTool rewards: (correct-short, correct-long, wrong-long, wrong-short).
+    autotool_rewards: tuple[float, float, float, float] = (1.0, 0.5, -0.5, -1.0)
+
+    # --- AutoTool entropy term ---------------------------------------------------------------------
+    # H_i is the mean token entropy of row i over its loss tokens (the per-token term -beta_i*H_t
+    # aggregated with seq-mean-token-mean gives exactly mean_i beta_i*H_i).
+    autotool_target_short: float = 0.1  # H_s
+    autotool_target_long: float = 0.2  # H_l
+    autotool_beta_short: float = 0.0  # beta_s (fixed)
+    autotool_beta_long_init: float = 1e-2  # beta_l at step 0; then adapted by L_beta
+    # SGD step on L_beta = mean_long(beta_l*(H_i - H_l)); 1e-3 moves beta_l ~1% per step at
+    # |H_i - H_l| ~ 0.1, slow enough not to oscillate with the policy.
+    autotool_beta_lr: float = 1e-3
+    autotool_beta_max: float = 1.0  # beta_l is clamped to [0, max]
+
+    # --- dynamic sampling (used when a group filter is on) ---------------------------------------
+    # Prompts requested = ceil(missing_groups * factor) per round, until the batch is full or
+    # max_sample_rounds; still-missing groups are padded with dropped groups at weight 0.
+    oversample_factor: float = 1.5
+    max_sample_rounds: int = 3
+
+    # --- logprob / entropy from hidden states --------------------------------------------------
+    # Vocabulary chunk for the streaming logsumexp; 0 = whole vocabulary per T-chunk (the T-chunk
+    # length is train.logit_chunk).
+    vocab_chunk: int = 0
+
+    def resolved(self) -> RLConfig:
+        """This config with every ``None`` component replaced by the recipe's preset."""
+        preset = RECIPE_PRESETS[self.recipe]
+        fill = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **fill)
 
     def validate(self, path: str) -> None:
-        require(bool(self.recipe), f"{path}.recipe must be set")
+        require(self.recipe in RECIPE_PRESETS,
+                f"{path}.recipe={self.recipe!r}; choose one of {sorted(RECIPE_PRESETS)}")
+        r = self.resolved()
+        for name in r.filters:
+            require(name in FILTER_NAMES,
+                    f"{path}.filters has unknown filter {name!r}; choose from {list(FILTER_NAMES)}")
+        require((r.reward == "tepo_dense") == (r.advantage == "tepo_tool"),
+                f"{path}.reward={r.reward!r} with {path}.advantage={r.advantage!r}: per-call "
+                "rewards (tepo_dense) and tool-level advantages (tepo_tool) go together")
+        require(0 <= r.clip_eps_low < 1, f"{path}.clip_eps_low={r.clip_eps_low} must be in [0, 1)")
+        require(r.clip_eps_high >= 0, f"{path}.clip_eps_high={r.clip_eps_high} must be >= 0")
+        require(r.dual_clip == 0 or r.dual_clip > 1,
+                f"{path}.dual_clip={r.dual_clip} must be 0 (off) or > 1")
+        require(0 <= r.overlong_buffer_ratio < 1,
+                f"{path}.overlong_buffer_ratio={r.overlong_buffer_ratio} must be in [0, 1)")
+        require(r.format_weight >= 0, f"{path}.format_weight={r.format_weight} must be >= 0")
+        require(self.adv_std_ddof in (0, 1), f"{path}.adv_std_ddof={self.adv_std_ddof} must be 0/1")
+        require(self.adv_eps > 0, f"{path}.adv_eps must be > 0")
+        require(self.kl_coef >= 0, f"{path}.kl_coef must be >= 0")
+        require(self.kl_clamp > 0, f"{path}.kl_clamp must be > 0")
+        require(self.loss_constant >= 0, f"{path}.loss_constant must be >= 0")
+        require(self.tao_coef >= 0, f"{path}.tao_coef must be >= 0")
+        require(self.entropy_adv_alpha >= 0, f"{path}.entropy_adv_alpha must be >= 0")
+        require(self.entropy_adv_kappa > 1,
+                f"{path}.entropy_adv_kappa={self.entropy_adv_kappa} must be > 1 (sign safety)")
+        require(0 < self.top_entropy_ratio <= 1,
+                f"{path}.top_entropy_ratio={self.top_entropy_ratio} must be in (0, 1]")
+        require(self.tepo_alpha >= 0, f"{path}.tepo_alpha={self.tepo_alpha} must be >= 0")
+        require(0 <= self.tepo_no_call_ratio <= 1, f"{path}.tepo_no_call_ratio must be in [0, 1]")
+        a = self.autotool_rewards
+        require(a[0] >= a[1] >= a[2] >= a[3],
+                f"{path}.autotool_rewards={a} must be ordered correct-short >= correct-long >= "
+                "wrong-long >= wrong-short")
+        require(self.autotool_beta_short >= 0, f"{path}.autotool_beta_short must be >= 0")
+        require(0 <= self.autotool_beta_long_init <= self.autotool_beta_max,
+                f"{path}.autotool_beta_long_init must be in [0, autotool_beta_max]")
+        require(self.autotool_beta_lr >= 0, f"{path}.autotool_beta_lr must be >= 0")
+        require(self.oversample_factor >= 1, f"{path}.oversample_factor must be >= 1")
+        require(self.max_sample_rounds >= 1, f"{path}.max_sample_rounds must be >= 1")
+        require(self.vocab_chunk >= 0, f"{path}.vocab_chunk must be >= 0 (0 = no V chunking)")

@@ -1,0 +1,81 @@
+"""Entropy-based advantage shaping and the forking-token loss mask.
+
+All entropies are ``stop_gradient``-ed on entry: shaping only re-weights advantages (data), it must
+never open a gradient path into the policy's entropy. Inputs are ``[B, T]``; ``valid_BT`` (the
+loss mask, > 0 on trained tokens) defines the token population for batch statistics. Call these on
+the *whole* batch before splitting into micro-batches so the statistics do not depend on the split.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def masked_zscore(x_BT: Array, valid_BT: Array, eps: float = 1e-6) -> Array:
+    """``(x - mean) / (std + eps)`` over the valid tokens (population std, ddof = 0).
+
+    Returns 0 on invalid tokens; with no valid token, all 0.
+    """
+    valid = jnp.asarray(valid_BT) > 0
+    x = jnp.where(valid, jnp.asarray(x_BT, jnp.float32), 0.0)
+    n = jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+    mean = jnp.sum(x) / n
+    std = jnp.sqrt(jnp.sum(jnp.where(valid, (x - mean) ** 2, 0.0)) / n)
+    return jnp.where(valid, (x - mean) / (std + eps), 0.0)
+
+
+def tao_post_tool_shaping(
+    adv_BT: Array,
+    entropy_BT: Array,
+    post_tool_mask_BT: Array,
+    valid_BT: Array,
+    coef: float,
+    eps: float = 1e-6,
+) -> Array:
+    """TAO-RL: ``Â_t · (1 + a · g_t · z(sg(H_t)))`` with ``g_t`` = post-tool mask.
+
+    ``z`` is the batch z-score of the token entropy over valid tokens. Tokens with ``g_t = 0`` keep
+    ``Â_t`` bit-exactly (a ``where``, not a multiply by 1), so ``a = 0`` or an empty post-tool mask
+    is GRPO exactly. The sign of ``Â_t`` is kept whenever ``|a·z| < 1``.
+    """
+    z = masked_zscore(jax.lax.stop_gradient(entropy_BT), valid_BT, eps)
+    g = (jnp.asarray(post_tool_mask_BT) > 0) & (jnp.asarray(valid_BT) > 0)
+    adv = jnp.asarray(adv_BT, jnp.float32)
+    return jnp.where(g, adv * (1.0 + coef * z), adv)
+
+
+def entropy_advantage_bonus(
+    adv_BT: Array, entropy_BT: Array, valid_BT: Array, alpha: float, kappa: float
+) -> Array:
+    """Exploration bonus ``A + min(α · sg(H), |A| / κ)`` on valid tokens (Cheng et al., 2025).
+
+    The bonus is >= 0 and at most ``|A|/κ``; with κ > 1 it can never flip a negative A
+    (``A + |A|/κ = A(1 - 1/κ) < 0``), and it is 0 when A = 0.
+    """
+    h = jax.lax.stop_gradient(jnp.asarray(entropy_BT, jnp.float32))
+    adv = jnp.asarray(adv_BT, jnp.float32)
+    bonus = jnp.minimum(alpha * jnp.maximum(h, 0.0), jnp.abs(adv) / kappa)
+    return jnp.where(jnp.asarray(valid_BT) > 0, adv + bonus, adv)
+
+
+def top_entropy_mask(entropy_BT: Array, loss_mask_BT: Array, ratio: float) -> Array:
+    """Keep only the top-``ratio`` highest-entropy ("forking") valid tokens of the batch.
+
+    Threshold = the ``ceil(ratio · n_valid)``-th largest valid entropy; ties at the threshold are
+    all kept (so slightly more than the fraction may survive). Returns ``loss_mask_BT`` with the
+    other tokens zeroed (weights of kept tokens unchanged). ``ratio >= 1`` returns it unchanged.
+    """
+    mask = jnp.asarray(loss_mask_BT)
+    if ratio >= 1.0:
+        return mask
+    valid = mask > 0
+    h = jax.lax.stop_gradient(jnp.asarray(entropy_BT, jnp.float32))
+    flat = jnp.where(valid, h, -jnp.inf).reshape(-1)
+    desc = -jnp.sort(-flat)
+    n = jnp.sum(valid)
+    k = jnp.clip(jnp.ceil(ratio * n).astype(jnp.int32), 1, flat.shape[0])
+    thr = desc[k - 1]
+    return jnp.where(valid & (h >= thr), mask, jnp.zeros_like(mask))
