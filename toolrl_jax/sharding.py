@@ -84,7 +84,7 @@ def spec_for(name: str, axes: tuple[str | None, ...], shape: tuple[int, ...], me
         raise ShardingError(f"{name}: {len(axes)} logical axes {axes} for shape {shape}")
     used: set[str] = set()
     parts = []
-    for dim, logical in zip(shape, axes):
+    for dim, logical in zip(shape, axes, strict=False):
         mesh_axes = tuple(a for a in _mesh_axes_of(logical) if mesh.shape[a] > 1)
         for a in mesh_axes:
             if a in used:

@@ -41,7 +41,7 @@ class ToolStatus(enum.IntEnum):
         return self is not ToolStatus.OK
 
 
-class StopReason(str, enum.Enum):
+class StopReason(enum.StrEnum):
     """Why a trajectory ended."""
 
     EOS = "eos"  # the model emitted an end-of-sequence token

@@ -24,7 +24,7 @@ from toolrl_jax.config.schema import (
 )
 from toolrl_jax.config.tools import ToolsConfig
 
-Mode = Literal["plan", "sft", "rl", "eval", "pipeline"]
+Mode = Literal["plan"]  # later: sft, rl, eval, pipeline
 
 
 @dataclasses.dataclass(frozen=True)

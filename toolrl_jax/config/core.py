@@ -63,7 +63,7 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
             return tuple(coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(items))
         if args and len(args) != len(items):
             raise ConfigError(f"{path}={value!r} must have {len(args)} items")
-        return tuple(coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(args, items)))
+        return tuple(coerce(v, a, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, items, strict=False)))
     if tp is bool:
         if isinstance(value, bool):
             return value

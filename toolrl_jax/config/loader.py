@@ -64,6 +64,11 @@ def apply_override(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> N
                 value = tuple(v for v in value.split(",") if v)
             if isinstance(old, str) and not isinstance(value, str):
                 value = str(value)
+            if old is not None and not isinstance(value, type(old)):
+                raise ConfigError(
+                    f"{where}={value!r} must be of type {type(old).__name__} (like its default "
+                    f"{old!r})"
+                )
             try:
                 node[part] = value
             except (TypeError, ValueError) as e:

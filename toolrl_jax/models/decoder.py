@@ -22,8 +22,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from toolrl_jax.config import ModelConfig
-from toolrl_jax.models.layers import DTYPES, MLP, Attention, RMSNorm, grouped_attention, param
-from toolrl_jax.models.layers import rope_inv_freq
+from toolrl_jax.models.layers import (
+    DTYPES,
+    MLP,
+    Attention,
+    RMSNorm,
+    grouped_attention,
+    param,
+    rope_inv_freq,
+)
 
 
 @jax.tree_util.register_dataclass
@@ -150,3 +157,23 @@ class Decoder(nnx.Module):
 
 def init_decoder(cfg: ModelConfig, seed: int = 0) -> Decoder:
     return Decoder(cfg, nnx.Rngs(params=seed))
+
+
+def init_sharded(cfg: ModelConfig, mesh, seed: int = 0) -> Decoder:
+    """Creates the model with every parameter born sharded (no full copy on one device).
+
+    ``eval_shape`` gives the abstract state, the rules give its shardings, and a jitted init with
+    those ``out_shardings`` materialises each shard where it lives.
+    """
+    from toolrl_jax.sharding import state_shardings
+
+    abstract = nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(params=seed)))
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = state_shardings(abstract_state, mesh)
+
+    @jax.jit
+    def make():
+        return nnx.split(Decoder(cfg, nnx.Rngs(params=seed)))[1]
+
+    state = jax.jit(make, out_shardings=shardings)()
+    return nnx.merge(graphdef, state)

@@ -241,7 +241,7 @@ def save_hf(model: Decoder, path: str, dtype: str | None = None, tokenizer_dir: 
     leaves = dict(
         zip(
             [n for n, _ in _param_paths(state)],
-            jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, nnx.Variable)),
+            jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, nnx.Variable)), strict=False,
         )
     )
     tensors = {}
