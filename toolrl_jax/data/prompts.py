@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# One line per tool, in the XML call syntax the rollout engine parses.
+# How each tool is called, in the XML call syntax the rollout engine parses.
 TOOL_USAGE = {
-    "calculator": "<calculator>expression</calculator> evaluates arithmetic",
-    "python": "<python>code</python> runs Python and returns what it prints",
-    "search": "<search>query</search> searches an encyclopedia",
+    "calculator": "<calculator>arithmetic</calculator>",
+    "python": "<python>code that prints</python>",
+    "search": "<search>query</search>",
 }
 
 
@@ -20,11 +20,10 @@ def system_prompt(tools: Sequence[str]) -> str:
     unknown = [t for t in tools if t not in TOOL_USAGE]
     if unknown:
         raise ValueError(f"no prompt text for tools {unknown}; known: {sorted(TOOL_USAGE)}")
-    text = "Answer the question. Put only the final answer in <answer></answer>."
+    text = "Put the final answer in <answer></answer>."
     if tools:
-        usage = "; ".join(TOOL_USAGE[t] for t in tools)
-        text += f" If needed, first call a tool: {usage}."
-        text += " Its output comes back in <result></result>."
+        usage = ", ".join(TOOL_USAGE[t] for t in tools)
+        text += f" You may first call a tool: {usage}. Its output comes back in <result></result>."
     return text
 
 

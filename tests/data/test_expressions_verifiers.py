@@ -1,0 +1,86 @@
+from fractions import Fraction
+
+import pytest
+
+from toolrl_jax.data.expressions import ExpressionError, calculate, evaluate, format_number
+from toolrl_jax.data.verifiers import (
+    answers_match,
+    extract_answer,
+    is_correct,
+    normalize_answer,
+    parse_number,
+)
+
+
+@pytest.mark.parametrize(
+    "expr, expected",
+    [
+        ("437*86", "37582"),
+        ("1234+567+89+4021", "5911"),
+        ("80000*1.5", "120000"),  # exact, no float artefact
+        ("0.1+0.2", "0.3"),
+        ("2/3", "0.6666666667"),
+        ("-(3-5)**2", "-4"),
+        ("7//2 + 7%2", "4"),
+    ],
+)
+def test_calculate_golden(expr, expected):
+    assert calculate(expr) == expected
+
+
+def test_evaluate_is_exact():
+    assert evaluate("1.1*3") == Fraction(33, 10)
+
+
+@pytest.mark.parametrize("expr", ["__import__('os')", "a+1", "2**1000", "1/0", "3*", "[1]"])
+def test_evaluate_rejects(expr):
+    with pytest.raises(ExpressionError):
+        evaluate(expr)
+
+
+def test_format_number():
+    assert format_number(Fraction(10, 2)) == "5"
+    assert format_number(2.5) == "2.5"
+    assert format_number(-7) == "-7"
+
+
+def test_extract_answer_takes_last():
+    text = "<answer>1</answer> wait <answer> 42 </answer>"
+    assert extract_answer(text) == "42"
+    assert extract_answer("no answer") is None
+    assert extract_answer("<answer>unclosed") is None
+
+
+def test_normalize_answer():
+    assert normalize_answer("  The City of  Kelmar. ") == "city of kelmar"
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("1,234", 1234.0), ("$18", 18.0), ("18.", 18.0), ("-3.5", -3.5), ("50%", 50.0),
+     ("1e3", 1000.0), ("eighteen", None), ("1 2", None), ("", None)],
+)
+def test_parse_number(text, value):
+    assert parse_number(text) == value
+
+
+def test_answers_match():
+    assert answers_match("18.0", "18", numeric=True)
+    assert answers_match("$1,200", "1200", numeric=True)
+    assert not answers_match("19", "18", numeric=True)
+    assert not answers_match("eighteen", "18", numeric=True)
+    assert answers_match("the Vomutia", "vomutia", numeric=False)
+    assert not answers_match("18.0", "18", numeric=False)
+
+
+def test_is_correct_by_task():
+    arith = {"task": "arithmetic", "answer": "37582"}
+    assert is_correct(arith, "<think>…</think><answer>37,582</answer>")
+    assert not is_correct(arith, "37582")  # no answer tag
+    lookup = {"task": "lookup", "answer": "Vomutia"}
+    assert is_correct(lookup, "<answer>vomutia.</answer>")
+    assert not is_correct(lookup, "<answer>Bavuv</answer>")
+    user_numeric = {"task": "jsonl", "answer": "3"}
+    assert is_correct(user_numeric, "<answer>3.0</answer>")
+    user_text = {"task": "jsonl", "answer": "Paris"}
+    assert is_correct(user_text, "<answer>paris</answer>")

@@ -1,0 +1,157 @@
+"""grain loaders over task records: RL prompts, SFT examples, held-out evaluation.
+
+Each loader is a ``grain.DataLoader`` with an ``IndexSampler`` (global shuffle by seed, sharding
+by process) and no worker processes by default. Iterate it with ``it = iter(loader)``; the
+iterator is checkpointable: ``state = it.get_state()`` (bytes) and, in a fresh iterator of an
+identically built loader, ``it.set_state(state)`` resumes with exactly the next batch (grain also
+ships orbax handlers for this state: ``grain.checkpoint.CheckpointSave/CheckpointRestore``).
+
+Batches are Python lists of per-example dicts with unpadded arrays: padding to static shapes is
+``buckets.py``'s job. This module does not use JAX (though ``import grain`` loads it); the
+caller passes ``shard_index=jax.process_index()``, ``shard_count=jax.process_count()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+
+from toolrl_jax.config.data import DataConfig
+from toolrl_jax.data.builders import TaskSource
+from toolrl_jax.data.prompts import prompt_messages
+from toolrl_jax.data.sft import encode_prompt, encode_sft_example, make_sft_example
+from toolrl_jax.data.splits import HELDOUT, TRAIN
+
+
+class AddPrompt(grain.transforms.Map):
+    """Adds ``messages`` (chat prompt) and, with a tokenizer, ``prompt_ids`` (int32 [P])."""
+
+    def __init__(self, tools: Sequence[str], tokenizer: Any = None):
+        self._tools, self._tokenizer = tuple(tools), tokenizer
+
+    def map(self, record: dict[str, Any]) -> dict[str, Any]:
+        messages = prompt_messages(record["question"], self._tools)
+        out = {**record, "messages": messages}
+        if self._tokenizer is not None:
+            out["prompt_ids"] = encode_prompt(self._tokenizer, messages)
+        return out
+
+
+class EncodeSFT(grain.transforms.Map):
+    """Record -> labelled (short/long) SFT example -> tokens, loss mask (see :mod:`.sft`)."""
+
+    def __init__(self, cfg: DataConfig, tokenizer: Any, tools: Sequence[str]):
+        self._cfg, self._tokenizer, self._tools = cfg, tokenizer, tuple(tools)
+
+    def map(self, record: dict[str, Any]) -> dict[str, Any]:
+        example = make_sft_example(record, policy=self._cfg.sft_policy, p_long=self._cfg.sft_p_long,
+                                   seed=self._cfg.seed, tools=self._tools)
+        encoded = encode_sft_example(self._tokenizer, example)
+        encoded["task"], encoded["difficulty"] = record["task"], record["difficulty"]
+        return encoded
+
+
+class MaxLength(grain.transforms.Filter):
+    """Drops encoded examples longer than ``max_len``: a truncated target would teach the model
+    to stop before its answer."""
+
+    def __init__(self, max_len: int):
+        self._max_len = max_len
+
+    def filter(self, example: dict[str, Any]) -> bool:
+        return len(example["tokens"]) <= self._max_len
+
+
+def make_loader(
+    source: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+    num_epochs: int | None,
+    operations: Sequence[Any] = (),
+    shard_index: int = 0,
+    shard_count: int = 1,
+    worker_count: int = 0,
+    drop_remainder: bool = True,
+) -> grain.DataLoader:
+    """A checkpointable loader over any random-access ``source``; batches are lists of dicts.
+
+    ``num_epochs=None`` repeats forever. With ``shard_count > 1`` each process reads a disjoint
+    1/shard_count of the records (the remainder is dropped so shards stay equal).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size={batch_size} must be > 0")
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+    if len(source) < shard_count:
+        raise ValueError(f"{source!r} has fewer records than shards ({shard_count})")
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        seed=seed,
+    )
+    batch = grain.transforms.Batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
+    return grain.DataLoader(data_source=source, sampler=sampler,
+                            operations=[*operations, batch], worker_count=worker_count)
+
+
+def prompt_loader(
+    cfg: DataConfig,
+    builder: Any,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int,
+    tools: Sequence[str],
+    tokenizer: Any = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> grain.DataLoader:
+    """Prompts for RL (``split="train"``: shuffled, ``cfg.num_epochs``, full batches) or for
+    evaluation (``split="heldout"``: storage order, one pass, last batch may be short)."""
+    train = split == TRAIN
+    if split not in (TRAIN, HELDOUT):
+        raise ValueError(f"unknown split {split!r}; expected 'train' or 'heldout'")
+    return make_loader(
+        TaskSource(builder, split),
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=cfg.shuffle and train,
+        num_epochs=(cfg.num_epochs or None) if train else 1,
+        operations=[AddPrompt(tools, tokenizer)],
+        shard_index=shard_index,
+        shard_count=shard_count,
+        worker_count=cfg.worker_count,
+        drop_remainder=train,
+    )
+
+
+def sft_loader(
+    cfg: DataConfig,
+    builder: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    tools: Sequence[str],
+    tokenizer: Any,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> grain.DataLoader:
+    """AutoTool warm-up batches from the train split: each item is :func:`encode_sft_example`'s
+    dict plus ``task`` and ``difficulty``; examples over ``cfg.sft_max_len`` tokens are dropped."""
+    return make_loader(
+        TaskSource(builder, TRAIN),
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=cfg.shuffle,
+        num_epochs=cfg.num_epochs or None,
+        operations=[EncodeSFT(cfg, tokenizer, tools), MaxLength(cfg.sft_max_len)],
+        shard_index=shard_index,
+        shard_count=shard_count,
+        worker_count=cfg.worker_count,
+    )
