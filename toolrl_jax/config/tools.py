@@ -1,6 +1,7 @@
-"""Tools section of the config: call syntax, enabled tools and sandbox limits.
+"""Tools section of the config: call syntax, enabled tools, sandbox limits, executor and cache.
 
-Owned by toolrl_jax/tools/. Every knob is declared here once.
+Owned by toolrl_jax/tools/. Every knob is declared here once, with its default and the reason for
+it; ``validate`` raises :class:`ConfigError` naming the key (``config.tools.python.timeout_s``).
 """
 
 from __future__ import annotations
@@ -8,8 +9,144 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from toolrl_jax.config.core import require
+
+# The tools toolrl_jax ships; ``tools.enabled`` picks from these (see tools/registry.py).
+KNOWN_TOOLS = ("python", "calculator", "search")
+
+
+@dataclasses.dataclass(frozen=True)
+class PythonToolConfig:
+    """Sandboxed Python interpreter (tools/python_tool.py, tools/sandbox/)."""
+
+    # Sandbox backend. 'auto' takes the strongest that works here: bwrap (bubblewrap: private
+    # read-only filesystem, no network, own pid namespace) > unshare (no network, own pid namespace)
+    # > rlimit (rlimits + an audit-hook prelude only). Naming one that does not work is an error.
+    sandbox: Literal["auto", "bwrap", "unshare", "rlimit"] = "auto"
+    # Interpreter for model code; empty: this process's interpreter (sys.executable). When the
+    # trainer runs as root the code runs as ``sandbox_uid`` instead, and an empty value falls back
+    # to /usr/bin/python3 if that uid cannot run sys.executable (e.g. pyenv under /root).
+    executable: str = ""
+    sandbox_uid: int = 65534  # 'nobody': the uid/gid model code runs as when the trainer is root
+    timeout_s: float = 5.0  # wall clock per call; the whole process group is killed after it
+    cpu_s: int = 5  # RLIMIT_CPU (seconds of CPU time)
+    memory_mb: int = 1024  # RLIMIT_AS (address space); numpy + a few arrays fit in 1 GiB
+    max_open_files: int = 64  # RLIMIT_NOFILE
+    max_processes: int = 64  # RLIMIT_NPROC (counts threads; not enforced by the kernel for root)
+    max_file_mb: int = 16  # RLIMIT_FSIZE: largest file the code may write in its temp dir
+    capture_bytes: int = 65536  # stdout+stderr kept; past this the program is stopped
+    # Model code may not start processes by default: fork bombs then fail at once, whatever the
+    # backend. True is only accepted when the code runs under a non-root uid (RLIMIT_NPROC holds).
+    allow_subprocess: bool = False
+    # Like a notebook: if the last statement is an expression, print its repr (models often end
+    # with a bare ``x`` and expect to see it).
+    echo_last_expression: bool = True
+    workdir_root: str = ""  # parent of the per-call temp dirs; empty: the system temp dir
+
+    def validate(self, path: str) -> None:
+        require(self.timeout_s > 0, f"{path}.timeout_s={self.timeout_s} must be > 0")
+        require(self.cpu_s > 0, f"{path}.cpu_s={self.cpu_s} must be > 0")
+        require(self.memory_mb >= 64, f"{path}.memory_mb={self.memory_mb} must be >= 64")
+        require(self.max_open_files >= 16, f"{path}.max_open_files must be >= 16")
+        require(self.max_processes >= 1, f"{path}.max_processes must be >= 1")
+        require(self.max_file_mb >= 0, f"{path}.max_file_mb must be >= 0")
+        require(self.capture_bytes >= 256, f"{path}.capture_bytes must be >= 256")
+        require(self.sandbox_uid > 0, f"{path}.sandbox_uid={self.sandbox_uid} must be > 0 (not root)")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalculatorConfig:
+    """Safe arithmetic evaluator (tools/calculator.py)."""
+
+    max_exponent: int = 10000  # |b| in a**b; bigger exponents are refused, not computed
+    max_result_digits: int = 4000  # integer results longer than this are refused
+    max_expression_chars: int = 2000
+
+    def validate(self, path: str) -> None:
+        require(self.max_exponent > 0, f"{path}.max_exponent must be > 0")
+        # Python refuses str() of ints above 4300 digits (CVE-2020-10735 guard).
+        require(
+            0 < self.max_result_digits <= 4300,
+            f"{path}.max_result_digits={self.max_result_digits} must be in [1, 4300]",
+        )
+        require(self.max_expression_chars > 0, f"{path}.max_expression_chars must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """BM25 search over a local JSONL corpus of {"id", "title", "text"} passages (tools/search.py)."""
+
+    corpus_path: str = ""  # required when "search" is enabled
+    top_k: int = 3
+    k1: float = 1.5  # BM25 term-frequency saturation (Lucene default 1.2-2.0)
+    b: float = 0.75  # BM25 length normalisation
+    max_passage_chars: int = 600  # each passage is cut to this many characters for the model
+
+    def validate(self, path: str) -> None:
+        require(self.top_k > 0, f"{path}.top_k={self.top_k} must be > 0")
+        require(self.k1 >= 0, f"{path}.k1 must be >= 0")
+        require(0 <= self.b <= 1, f"{path}.b={self.b} must be in [0, 1]")
+        require(self.max_passage_chars > 0, f"{path}.max_passage_chars must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCacheConfig:
+    """Record/replay of tool results (tools/cache.py): replay a rollout without running tools."""
+
+    mode: Literal["off", "record", "replay"] = "off"
+    path: str = ""  # JSONL file; required unless mode='off'
+
+    def validate(self, path: str) -> None:
+        if self.mode != "off":
+            require(bool(self.path), f"{path}.path must be set when {path}.mode='{self.mode}'")
+
 
 @dataclasses.dataclass(frozen=True)
 class ToolsConfig:
+    # How the model writes calls: <python>…</python> tags, ```python fences, or Hermes/Qwen
+    # <tool_call>{json}</tool_call>.
     syntax: Literal["xml", "markdown", "hermes"] = "xml"
     enabled: tuple[str, ...] = ("python", "calculator")
+    # Text appended after a call; must contain '{result}'. Empty: the syntax's default
+    # ("\n<result>\n{result}\n</result>\n", "\n```output\n{result}\n```\n",
+    #  "\n<tool_response>\n{result}\n</tool_response>\n").
+    result_template: str = ""
+    markdown_result_marker: str = "output"  # info string of the fence that holds a result
+    # Where the final answer is read from: <answer>…</answer>, the last \boxed{…}, or either.
+    answer_style: Literal["tag", "boxed", "tag_or_boxed"] = "tag"
+    max_result_chars: int = 2000  # any tool's text is cut to this (head and tail kept)
+    max_workers: int = 8  # executor threads: calls of one batch that run at once
+    call_timeout_s: float = 30.0  # executor backstop per call, on top of each tool's own limits
+    python: PythonToolConfig = PythonToolConfig()
+    calculator: CalculatorConfig = CalculatorConfig()
+    search: SearchConfig = SearchConfig()
+    cache: ToolCacheConfig = ToolCacheConfig()
+
+    def validate(self, path: str) -> None:
+        for name in self.enabled:
+            require(
+                name in KNOWN_TOOLS,
+                f"{path}.enabled: unknown tool '{name}'; choose from {list(KNOWN_TOOLS)}",
+            )
+        require(
+            len(set(self.enabled)) == len(self.enabled),
+            f"{path}.enabled={list(self.enabled)} lists a tool twice",
+        )
+        if self.result_template:
+            require(
+                "{result}" in self.result_template,
+                f"{path}.result_template must contain '{{result}}'",
+            )
+        require(
+            bool(self.markdown_result_marker.strip()) and "`" not in self.markdown_result_marker,
+            f"{path}.markdown_result_marker={self.markdown_result_marker!r} must be a non-empty "
+            "word without backticks",
+        )
+        require(self.max_result_chars >= 64, f"{path}.max_result_chars must be >= 64")
+        require(self.max_workers > 0, f"{path}.max_workers must be > 0")
+        require(self.call_timeout_s > 0, f"{path}.call_timeout_s must be > 0")
+        if "search" in self.enabled:
+            require(
+                bool(self.search.corpus_path),
+                f"{path}.search.corpus_path must be set when 'search' is in {path}.enabled",
+            )

@@ -1,0 +1,169 @@
+"""Runs one piece of model code under a :class:`SandboxPlan` and collects what it printed.
+
+The trainer-side half of the sandbox: a fresh temp working dir (deleted afterwards), a scrubbed
+environment, a new session/process group, stdout+stderr read through one pipe with a byte cap (a
+100 MB print costs at most ``capture_bytes`` of memory; the program is stopped when it exceeds the
+cap), and a wall-clock deadline after which the whole process group gets SIGKILL. Nothing here
+runs untrusted code in this process: ``subprocess`` forks and execs in C (no ``preexec_fn``, which
+is unsafe with threads), including the switch to the sandbox uid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+
+from toolrl_jax.config.tools import PythonToolConfig
+from toolrl_jax.tools.sandbox.backends import SandboxPlan
+
+_READ_CHUNK = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxOutcome:
+    output: str  # stdout and stderr interleaved, decoded (invalid UTF-8 replaced), capped
+    returncode: int | None  # None when we killed it
+    timed_out: bool  # the wall-clock deadline passed
+    output_overflow: bool  # more than capture_bytes were printed; the program was stopped
+    signal: int | None  # the signal that ended it, if it was not us
+    elapsed_s: float
+
+
+def sandbox_env(workdir: str) -> dict[str, str]:
+    """The whole environment of the child: nothing of the trainer's (tokens, keys) leaks."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        # One thread each: RLIMIT_NPROC counts threads, and the host is shared.
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
+
+
+def prelude_settings(cfg: PythonToolConfig, workdir: str) -> dict:
+    return {
+        "workdir": workdir,
+        "cpu_s": int(cfg.cpu_s),
+        "memory_bytes": int(cfg.memory_mb) << 20,
+        "max_open_files": int(cfg.max_open_files),
+        "max_processes": int(cfg.max_processes),
+        "max_file_bytes": int(cfg.max_file_mb) << 20,
+        "allow_subprocess": bool(cfg.allow_subprocess),
+        "echo_last_expression": bool(cfg.echo_last_expression),
+    }
+
+
+def run_code(plan: SandboxPlan, code: str, cfg: PythonToolConfig) -> SandboxOutcome:
+    """Runs ``code`` as a script in a fresh sandbox; never raises for anything the code does."""
+    workdir = os.path.realpath(
+        tempfile.mkdtemp(prefix="toolrl_py_", dir=cfg.workdir_root or None)
+    )
+    try:
+        with open(os.path.join(workdir, "main.py"), "w", encoding="utf-8") as f:
+            f.write(code)
+        if plan.uid is not None:
+            os.chown(workdir, plan.uid, plan.uid)
+        return _run(plan, workdir, cfg)
+    finally:
+        _remove_tree(workdir)
+
+
+def _run(plan: SandboxPlan, workdir: str, cfg: PythonToolConfig) -> SandboxOutcome:
+    cmd = plan.command(workdir, prelude_settings(cfg, workdir))
+    ids = {}
+    if plan.uid is not None:
+        ids = {"user": plan.uid, "group": plan.uid, "extra_groups": []}
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=workdir, env=sandbox_env(workdir), start_new_session=True, close_fds=True, **ids,
+    )
+    deadline = start + cfg.timeout_s
+    chunks: list[bytes] = []
+    size = 0
+    timed_out = overflow = False
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            fd = proc.stdout.fileno()
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                if not sel.select(timeout=remaining):
+                    continue
+                data = os.read(fd, _READ_CHUNK)
+                if not data:  # EOF: every writer (the code and its children) is gone
+                    break
+                keep = cfg.capture_bytes - size
+                chunks.append(data[:keep])
+                size += min(len(data), keep)
+                if len(data) > keep:
+                    overflow = True
+                    break
+        returncode = None
+        if not (timed_out or overflow):
+            try:
+                returncode = proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:  # closed its output but kept running
+                timed_out = True
+    finally:
+        # Always kill the group: stops a timed-out or overflowing program and any stray children.
+        _kill_group(proc)
+        proc.wait()
+        proc.stdout.close()
+    elapsed = time.monotonic() - start
+    sig = None
+    if returncode is not None:
+        sig = _signal_of(plan, returncode)
+    return SandboxOutcome(
+        output=b"".join(chunks).decode("utf-8", errors="replace"),
+        returncode=returncode,
+        timed_out=timed_out,
+        output_overflow=overflow,
+        signal=sig,
+        elapsed_s=elapsed,
+    )
+
+
+def _signal_of(plan: SandboxPlan, returncode: int) -> int | None:
+    if returncode < 0:
+        return -returncode
+    # bubblewrap reports a child killed by signal N as exit status 128 + N, like a shell.
+    if plan.backend == "bwrap" and 128 < returncode < 128 + 65:
+        return returncode - 128
+    return None
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove_tree(path: str) -> None:
+    """Deletes the working dir even if the code made parts of it unreadable (chmod 000)."""
+
+    def fix_and_retry(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            os.chmod(p, stat.S_IRWXU)
+            func(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=fix_and_retry)
