@@ -36,21 +36,27 @@ from toolrl_jax.models.layers import (
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """Preallocated keys/values ``[layers, B, L_max, KV, hd]`` and each row's filled length ``[B]``."""
+    """Per-layer keys/values ``[B, L_max, KV, hd]`` and each row's filled length ``[B]``.
 
-    k: jax.Array
-    v: jax.Array
+    One array per layer (not one stacked array) so a decode step's scatter updates each layer's
+    buffer in place inside ``lax.while_loop`` instead of rewriting a stacked slab.
+    """
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     lengths: jax.Array  # int32 [B]
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
         dtype = dtype or DTYPES[cfg.dtype]
-        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
+        shape = (batch, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+        return cls(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+                   jnp.zeros((batch,), jnp.int32))
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k[0].shape[1]
 
 
 class DecoderLayer(nnx.Module):
@@ -136,18 +142,18 @@ class Decoder(nnx.Module):
         allowed = jnp.arange(max_len)[None, None, :] <= positions_BT[:, :, None]
         x = self._embed(tokens_BT)
         inv_freq = self._inv_freq()
-        new_k, new_v = cache.k, cache.v
+        new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             h = layer.input_layernorm(x)
             q, k, v = layer.self_attn.project_qkv(h, positions_BT, inv_freq)
-            layer_k = new_k[i].at[rows_B1, write_idx_BT].set(k.astype(new_k.dtype), mode="drop")
-            layer_v = new_v[i].at[rows_B1, write_idx_BT].set(v.astype(new_v.dtype), mode="drop")
-            new_k = new_k.at[i].set(layer_k)
-            new_v = new_v.at[i].set(layer_v)
+            layer_k = cache.k[i].at[rows_B1, write_idx_BT].set(k.astype(cache.k[i].dtype), mode="drop")
+            layer_v = cache.v[i].at[rows_B1, write_idx_BT].set(v.astype(cache.v[i].dtype), mode="drop")
+            new_k.append(layer_k)
+            new_v.append(layer_v)
             x = x + layer.self_attn.output(grouped_attention(q, layer_k, layer_v, allowed))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         lengths = jnp.minimum(cache.lengths + new_lens_B.astype(jnp.int32), max_len)
-        return self.norm(x), KVCache(new_k, new_v, lengths)
+        return self.norm(x), KVCache(tuple(new_k), tuple(new_v), lengths)
 
     def extend(self, tokens_BT, new_lens_B, cache: KVCache) -> tuple[jax.Array, KVCache]:
         """Like :meth:`extend_hidden` but returns logits ``[B, T, V]`` (fp32)."""

@@ -1,0 +1,181 @@
+"""The three compiled rollout functions: prefill, decode segment, extend.
+
+All three take the parameter ``State`` as an argument (not a closure) so a policy update never
+recompiles them, and see only the static shapes of :class:`toolrl_jax.buckets.RolloutShapes`.
+
+* ``prefill(params, tokens_BP, lens_B) -> (cache, last_logits_BV)``
+* ``decode_segment(params, cache, last_logits_BV, row_keys_B, running_B, budget_B, window_BW)``
+  runs up to ``segment_len`` steps in one ``lax.while_loop``; a row stops on an EOS id, on any
+  stop sequence (multi-token, matched on token ids against the row's last sampled tokens), on its
+  token budget, or when the cache is full. The loop exits as soon as no row is running.
+* ``extend(params, cache, last_logits_BV, tokens_BE, lens_B)`` appends each row's tool-result
+  tokens at its own offset; rows with ``lens_B == 0`` keep their cache and logits unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from toolrl_jax.buckets import RolloutShapes
+from toolrl_jax.models.decoder import KVCache
+from toolrl_jax.rollout.sampling import row_step_keys, sample
+
+# Stop codes returned per row by decode_segment.
+RUNNING, STOP_EOS, STOP_SEQUENCE, STOP_BUDGET, STOP_CACHE_FULL = 0, 1, 2, 3, 4
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SegmentOutput:
+    tokens_BS: jax.Array  # int32; sampled tokens, valid for s < num_tokens_B[b]
+    logp_BS: jax.Array  # float32; policy logprob (temperature 1) of each sampled token
+    entropy_BS: jax.Array  # float32; policy entropy at each sampled position
+    num_tokens_B: jax.Array  # int32
+    stop_code_B: jax.Array  # int32; RUNNING / STOP_* above
+    stop_index_B: jax.Array  # int32; which stop sequence matched (-1 if none)
+    window_BW: jax.Array  # int32; each row's last W sampled tokens (for matching across calls)
+    cache: KVCache
+    last_logits_BV: jax.Array
+
+
+def stop_sequence_table(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Right-aligned ``[S, W]`` table (−1 padded on the left), lengths ``[S]``, and W."""
+    width = max([len(s) for s in sequences] + [1])
+    table = np.full((max(len(sequences), 1), width), -1, np.int32)
+    lengths = np.zeros((max(len(sequences), 1),), np.int32)
+    for i, seq in enumerate(sequences):
+        if not seq:
+            raise ValueError("empty stop sequence")
+        table[i, width - len(seq):] = seq
+        lengths[i] = len(seq)
+    return table, lengths, width
+
+
+class CompiledRollout:
+    """Holds the jitted functions for one model graph, one set of shapes and stop rules."""
+
+    def __init__(self, graphdef, shapes: RolloutShapes, *, eos_ids: list[int],
+                 stop_sequences: list[list[int]], sampling: SamplingParams, pad_id: int = 0):
+        self.graphdef = graphdef
+        self.shapes = shapes
+        self.sampling = sampling
+        self.pad_id = pad_id
+        self.eos_ids = jnp.asarray(np.asarray(eos_ids or [-1], np.int32))
+        table, lengths, width = stop_sequence_table(stop_sequences)
+        self.stop_table = jnp.asarray(table)
+        self.stop_lengths = jnp.asarray(lengths)
+        self.window = width
+        self.has_stops = bool(stop_sequences)
+        self.prefill = jax.jit(self._prefill)
+        self.extend = jax.jit(self._extend, donate_argnums=(1, 2))
+        self.decode_segment = jax.jit(self._decode_segment, donate_argnums=(1, 2))
+
+    # ------------------------------------------------------------------ helpers
+    def _model(self, params):
+        return nnx.merge(self.graphdef, params)
+
+    def _append(self, model, cache, last_logits, tokens_BT, lens_B):
+        hidden, cache = model.extend_hidden(tokens_BT, lens_B, cache)
+        last = jnp.take_along_axis(hidden, jnp.maximum(lens_B - 1, 0)[:, None, None], axis=1)
+        logits = model.logits(last)[:, 0]
+        return cache, jnp.where((lens_B > 0)[:, None], logits, last_logits)
+
+    # ------------------------------------------------------------------ compiled bodies
+    def _prefill(self, params, tokens_BP, lens_B):
+        model = self._model(params)
+        b = tokens_BP.shape[0]
+        cache = KVCache.init(model.cfg, b, self.shapes.cache_len)
+        last = jnp.zeros((b, model.cfg.vocab_size), jnp.float32)
+        return self._append(model, cache, last, tokens_BP, lens_B)
+
+    def _extend(self, params, cache, last_logits_BV, tokens_BE, lens_B):
+        return self._append(self._model(params), cache, last_logits_BV, tokens_BE, lens_B)
+
+    def _matches_stop(self, window_BW):
+        """[B] index of the first stop sequence that ends the window, or −1."""
+        tail = window_BW[:, None, :]  # [B, 1, W]
+        table = self.stop_table[None]  # [1, S, W]
+        w = self.window
+        in_seq = jnp.arange(w)[None, None, :] >= (w - self.stop_lengths)[None, :, None]
+        eq = jnp.where(in_seq, tail == table, True).all(-1)  # [B, S]
+        hit = eq.any(-1)
+        return jnp.where(hit, jnp.argmax(eq, axis=-1), -1).astype(jnp.int32)
+
+    def _decode_segment(self, params, cache, last_logits_BV, row_keys_B, running_B, budget_B,
+                        window_BW):
+        model = self._model(params)
+        b = last_logits_BV.shape[0]
+        steps = self.shapes.segment_len
+        cache_len = cache.max_len
+        sp = self.sampling
+        draw = functools.partial(sample, temperature=sp.temperature, top_k=sp.top_k,
+                                 top_p=sp.top_p, greedy=sp.greedy)
+        init = dict(
+            i=jnp.int32(0),
+            cache=cache,
+            last=last_logits_BV,
+            tokens=jnp.full((b, steps), self.pad_id, jnp.int32),
+            logp=jnp.zeros((b, steps), jnp.float32),
+            entropy=jnp.zeros((b, steps), jnp.float32),
+            count=jnp.zeros((b,), jnp.int32),
+            running=running_B & (budget_B > 0) & (cache.lengths < cache_len),
+            stop=jnp.where(running_B & (budget_B <= 0), STOP_BUDGET,
+                           jnp.where(running_B & (cache.lengths >= cache_len), STOP_CACHE_FULL,
+                                     RUNNING)).astype(jnp.int32),
+            which=jnp.full((b,), -1, jnp.int32),
+            budget=budget_B,
+            window=window_BW,
+        )
+
+        def cond(c):
+            return (c["i"] < steps) & c["running"].any()
+
+        def body(c):
+            run = c["running"]
+            keys = row_step_keys(row_keys_B, c["cache"].lengths)
+            tok, lp, ent = draw(c["last"], keys)
+            tok = jnp.where(run, tok, self.pad_id)
+            col = jax.nn.one_hot(c["count"], steps, dtype=jnp.bool_) & run[:, None]
+            tokens = jnp.where(col, tok[:, None], c["tokens"])
+            logp = jnp.where(col, lp[:, None], c["logp"])
+            entropy = jnp.where(col, ent[:, None], c["entropy"])
+            window = jnp.where(run[:, None],
+                               jnp.concatenate([c["window"][:, 1:], tok[:, None]], axis=1),
+                               c["window"])
+            budget = c["budget"] - run.astype(jnp.int32)
+            new_cache, last = self._append(model, c["cache"], c["last"], tok[:, None],
+                                           run.astype(jnp.int32))
+            is_eos = (tok[:, None] == self.eos_ids[None, :]).any(-1)
+            which = self._matches_stop(window) if self.has_stops else jnp.full((b,), -1, jnp.int32)
+            code = jnp.where(is_eos, STOP_EOS,
+                             jnp.where(which >= 0, STOP_SEQUENCE,
+                                       jnp.where(budget <= 0, STOP_BUDGET,
+                                                 jnp.where(new_cache.lengths >= cache_len,
+                                                           STOP_CACHE_FULL, RUNNING))))
+            stopping = run & (code != RUNNING)
+            return dict(
+                i=c["i"] + 1, cache=new_cache, last=last, tokens=tokens, logp=logp,
+                entropy=entropy, count=c["count"] + run.astype(jnp.int32),
+                running=run & ~stopping,
+                stop=jnp.where(stopping, code, c["stop"]).astype(jnp.int32),
+                which=jnp.where(stopping & (code == STOP_SEQUENCE), which, c["which"]),
+                budget=budget, window=window,
+            )
+
+        out = jax.lax.while_loop(cond, body, init)
+        return SegmentOutput(out["tokens"], out["logp"], out["entropy"], out["count"], out["stop"],
+                             out["which"], out["window"], out["cache"], out["last"])

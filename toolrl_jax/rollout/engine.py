@@ -1,0 +1,274 @@
+"""Host engine: compiled generation segments interleaved with tool execution.
+
+One ``generate`` call turns P prompts × G samples into token-exact :class:`Trajectory` records:
+
+    prefill ─► decode_segment ─► (host) parse calls of rows that stopped at a call end,
+       ▲                          run them concurrently, tokenize + truncate results
+       └──────── extend ◄─────────┘   (rows without a result keep their cache untouched)
+
+Rows that finished keep a fixed batch shape (no recompiles) but sample nothing; the segment loop
+exits as soon as no row is running, so waiting rows cost no decode steps. Model output never makes
+the engine raise: a malformed call becomes an ``invalid_call`` result shown to the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from toolrl_jax.buckets import RolloutShapes
+from toolrl_jax.rollout.compiled import (
+    STOP_BUDGET,
+    STOP_CACHE_FULL,
+    STOP_EOS,
+    STOP_SEQUENCE,
+    CompiledRollout,
+)
+from toolrl_jax.tools.base import InvalidCall, ParsedCall, ToolResult
+from toolrl_jax.types import StopReason, ToolCallRecord, ToolStatus, Trajectory
+
+Executor = Callable[[Sequence[ParsedCall]], list[ToolResult]]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineLimits:
+    max_new_tokens: int
+    max_tool_calls: int
+    max_result_tokens: int
+
+
+@dataclasses.dataclass
+class RolloutStats:
+    generate_s: float = 0.0
+    tools_s: float = 0.0
+    host_s: float = 0.0
+    segments: int = 0
+    extends: int = 0
+    sampled_tokens: int = 0
+    tool_calls: int = 0
+
+
+@dataclasses.dataclass
+class _Row:
+    prompt_id: int
+    sample_id: int
+    tokens: list[int]
+    prompt_len: int
+    loss_mask: list[int] = dataclasses.field(default_factory=list)
+    logp: list[float] = dataclasses.field(default_factory=list)
+    entropy: list[float] = dataclasses.field(default_factory=list)
+    segment_ids: list[int] = dataclasses.field(default_factory=list)
+    calls: list[ToolCallRecord] = dataclasses.field(default_factory=list)
+    turn_start: int = 0
+    sampled: int = 0
+    done: bool = False
+    stop_reason: StopReason = StopReason.BUDGET
+
+    def __post_init__(self):
+        n = len(self.tokens)
+        self.loss_mask = [0] * n
+        self.logp = [0.0] * n
+        self.entropy = [0.0] * n
+        self.segment_ids = [-1] * n
+        self.turn_start = n
+
+    def add(self, tokens, *, sampled: bool, logp=None, entropy=None):
+        n = len(tokens)
+        self.tokens.extend(int(t) for t in tokens)
+        self.loss_mask.extend([1 if sampled else 0] * n)
+        self.logp.extend(logp if sampled else [0.0] * n)
+        self.entropy.extend(entropy if sampled else [0.0] * n)
+        self.segment_ids.extend([len(self.calls) if sampled else -1] * n)
+        if sampled:
+            self.sampled += n
+
+
+class RolloutEngine:
+    """Generates tool-using trajectories for a policy; see the module docstring."""
+
+    def __init__(self, compiled: CompiledRollout, tokenizer, syntax, execute: Executor,
+                 limits: EngineLimits, seed: int = 0):
+        self.compiled = compiled
+        self.shapes: RolloutShapes = compiled.shapes
+        self.tokenizer = tokenizer
+        self.syntax = syntax
+        self.execute = execute
+        self.limits = limits
+        self.base_key = jax.random.key(seed)
+        self.stats = RolloutStats()
+
+    # ------------------------------------------------------------------ helpers
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _decode(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(tokens), skip_special_tokens=False)
+
+    def _row_keys(self, rows: list[_Row]):
+        # A row's randomness depends only on (prompt_id, sample_id), not its batch position.
+        pid = jnp.asarray(np.asarray([r.prompt_id for r in rows], np.int64) % 2**32, jnp.uint32)
+        sid = jnp.asarray(np.asarray([r.sample_id for r in rows], np.int64) % 2**32, jnp.uint32)
+        keys = jax.vmap(lambda p: jax.random.fold_in(self.base_key, p))(pid)
+        return jax.vmap(jax.random.fold_in)(keys, sid)
+
+    def _result_tokens(self, result: ToolResult, room: int) -> list[int]:
+        """Tool output → tokens appended to the context, truncated to the configured budget."""
+        output = result.text
+        out_tokens = self._encode(output)
+        limit = self.limits.max_result_tokens
+        if len(out_tokens) > limit:
+            output = self._decode(out_tokens[:limit]) + " …[truncated]"
+        tokens = self._encode(self.syntax.format_result(dataclasses.replace(result, text=output)))
+        return tokens[: min(self.shapes.extend_len, room)]
+
+    # ------------------------------------------------------------------ main entry
+    def generate(self, params, prompts: Sequence[Sequence[int]], group_size: int,
+                 prompt_ids: Sequence[int] | None = None) -> list[Trajectory]:
+        """Samples ``group_size`` trajectories per prompt (rows ordered prompt-major)."""
+        prompt_ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
+        rows = [
+            _Row(pid, g, list(map(int, p)), len(p))
+            for pid, p in zip(prompt_ids, prompts)
+            for g in range(group_size)
+        ]
+        s = self.shapes
+        if len(rows) > s.batch:
+            raise ValueError(f"{len(rows)} rows exceed the compiled rollout batch {s.batch}")
+        for r in rows:
+            if not 0 < r.prompt_len <= s.prefill_len:
+                raise ValueError(f"prompt {r.prompt_id} has {r.prompt_len} tokens; allowed 1.."
+                                 f"{s.prefill_len} (rollout.max_prompt_len)")
+        n_real = len(rows)
+        # Pad to the compiled batch with inert one-token rows.
+        while len(rows) < s.batch:
+            filler = _Row(-1, len(rows), [self.compiled.pad_id], 1)
+            filler.done = True
+            rows.append(filler)
+
+        t0 = time.perf_counter()
+        prefill = np.full((s.batch, s.prefill_len), self.compiled.pad_id, np.int32)
+        lens = np.zeros((s.batch,), np.int32)
+        for i, r in enumerate(rows):
+            prefill[i, : r.prompt_len] = r.tokens
+            lens[i] = r.prompt_len
+        cache, last = self.compiled.prefill(params, jnp.asarray(prefill), jnp.asarray(lens))
+        keys = self._row_keys(rows)
+        window = np.full((s.batch, self.compiled.window), -1, np.int32)
+        self.stats.generate_s += time.perf_counter() - t0
+
+        while not all(r.done for r in rows):
+            t0 = time.perf_counter()
+            running = np.array([not r.done for r in rows])
+            budget = np.array([self.limits.max_new_tokens - r.sampled for r in rows], np.int32)
+            out = self.compiled.decode_segment(params, cache, last, keys, jnp.asarray(running),
+                                               jnp.asarray(budget), jnp.asarray(window))
+            cache, last = out.cache, out.last_logits_BV
+            host = jax.device_get(
+                (out.tokens_BS, out.logp_BS, out.entropy_BS, out.num_tokens_B, out.stop_code_B,
+                 out.window_BW, cache.lengths))
+            tokens_BS, logp_BS, ent_BS, count_B, stop_B, window, lengths_B = host
+            window = np.array(window)
+            self.stats.generate_s += time.perf_counter() - t0
+            self.stats.segments += 1
+            t0 = time.perf_counter()
+            pending: list[tuple[int, ParsedCall | InvalidCall, tuple[int, int]]] = []
+            for i, r in enumerate(rows):
+                if r.done:
+                    continue
+                n = int(count_B[i])
+                r.add(tokens_BS[i, :n], sampled=True, logp=logp_BS[i, :n].tolist(),
+                      entropy=ent_BS[i, :n].tolist())
+                self.stats.sampled_tokens += n
+                self._after_segment(i, r, int(stop_B[i]), int(lengths_B[i]), pending)
+            self.stats.host_s += time.perf_counter() - t0
+            if pending:
+                cache, last = self._run_tools(params, rows, pending, cache, last, window,
+                                              lengths_B)
+        return [self._finish(r) for r in rows[:n_real]]
+
+    # ------------------------------------------------------------------ per-row decisions
+    def _after_segment(self, i: int, r: _Row, stop: int, cache_len_now: int, pending) -> None:
+        turn = self._decode(r.tokens[r.turn_start:])
+        if stop == STOP_EOS:
+            r.done, r.stop_reason = True, StopReason.EOS
+            return
+        call_end = self.syntax.find_call_end(turn) if stop in (STOP_SEQUENCE, 0) else None
+        if call_end is not None:
+            if len(r.calls) >= self.limits.max_tool_calls:
+                r.done, r.stop_reason = True, StopReason.MAX_TURNS
+                return
+            parsed = self.syntax.parse_last_call(turn[:call_end])
+            if parsed is not None:
+                pending.append((i, parsed, (r.turn_start, len(r.tokens))))
+                return
+        if self.syntax.extract_answer(turn) is not None:
+            r.done, r.stop_reason = True, StopReason.ANSWER
+            return
+        if stop == STOP_BUDGET or stop == STOP_CACHE_FULL:
+            r.done = True
+            r.stop_reason = StopReason.BUDGET if stop == STOP_BUDGET else StopReason.CACHE_FULL
+            # A call left open at the budget is recorded as invalid (TAO's failed-call filter
+            # and the status metrics see it), but there is no room to show the model a result.
+            parsed = self.syntax.parse_last_call(turn)
+            if isinstance(parsed, InvalidCall):
+                span = (r.turn_start, len(r.tokens))
+                r.calls.append(ToolCallRecord(parsed.name or "", parsed.arguments_json,
+                                              ToolStatus.INVALID_CALL, parsed.message, span,
+                                              (len(r.tokens), len(r.tokens))))
+
+    def _run_tools(self, params, rows, pending, cache, last, window, lengths_B):
+        t0 = time.perf_counter()
+        valid = [(i, c) for i, c, _ in pending if isinstance(c, ParsedCall)]
+        results = dict(zip([i for i, _ in valid], self.execute([c for _, c in valid])))
+        self.stats.tools_s += time.perf_counter() - t0
+        self.stats.tool_calls += len(pending)
+        t0 = time.perf_counter()
+        s = self.shapes
+        ext = np.full((s.batch, s.extend_len), self.compiled.pad_id, np.int32)
+        ext_lens = np.zeros((s.batch,), np.int32)
+        for i, call, span in pending:
+            r = rows[i]
+            result = results[i] if isinstance(call, ParsedCall) else call.to_result()
+            room = s.cache_len - int(lengths_B[i]) - 1
+            toks = self._result_tokens(result, room) if room > 0 else []
+            start = len(r.tokens)
+            r.calls.append(ToolCallRecord(call.name or "", call.arguments_json,
+                                          ToolStatus(result.status), result.text, span,
+                                          (start, start + len(toks))))
+            if not toks:
+                r.done, r.stop_reason = True, StopReason.CACHE_FULL
+                continue
+            r.add(toks, sampled=False)
+            r.turn_start = len(r.tokens)
+            ext[i, : len(toks)] = toks
+            ext_lens[i] = len(toks)
+            window[i] = -1  # stop sequences match sampled tokens of the new turn only
+        self.stats.host_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cache, last = self.compiled.extend(params, cache, last, jnp.asarray(ext),
+                                           jnp.asarray(ext_lens))
+        self.stats.extends += 1
+        self.stats.generate_s += time.perf_counter() - t0
+        return cache, last
+
+    def _finish(self, r: _Row) -> Trajectory:
+        seg = np.asarray(r.segment_ids, np.int32)
+        return Trajectory(
+            prompt_id=r.prompt_id,
+            sample_id=r.sample_id,
+            tokens=np.asarray(r.tokens, np.int32),
+            loss_mask=np.asarray(r.loss_mask, np.int8),
+            old_logp=np.asarray(r.logp, np.float32),
+            entropy=np.asarray(r.entropy, np.float32),
+            segment_ids=seg,
+            post_tool_mask=(seg >= 1).astype(np.int8),
+            prompt_len=r.prompt_len,
+            calls=r.calls,
+            stop_reason=r.stop_reason,
+            text=self._decode(r.tokens[r.prompt_len:]),
+        )
