@@ -197,7 +197,8 @@ def _run(source, echo):
     except SystemExit as e:
         code = e.code
         if code is None or isinstance(code, int):
-            return code or 0
+            # Statuses above 127 are kept for deaths by signal (128 + N): a plain 1 instead.
+            return code if code is not None and 0 <= code <= 127 else (0 if code is None else 1)
         print(code, file=sys.stderr)
         return 1
     except BaseException as e:  # noqa: B036 — report everything, like the interpreter does
@@ -206,8 +207,30 @@ def _run(source, echo):
     return 0
 
 
+def _become_reaper_if_init():
+    """In a new pid namespace (unshare) this process is pid 1, which the kernel shields from
+    default signal actions (a SIGSEGV or a self-kill would be ignored) and which must reap
+    orphans. So pid 1 forks: the child runs the code, pid 1 reaps and exits with the child's
+    status, 128 + N for a death by signal N (the shell convention the runner decodes)."""
+    if os.getpid() != 1:
+        return
+    child = os.fork()
+    if child == 0:
+        return
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(1)
+        if pid == child:
+            if os.WIFSIGNALED(status):
+                os._exit(128 + os.WTERMSIG(status))
+            os._exit(os.waitstatus_to_exitcode(status))
+
+
 def main():
     cfg = json.loads(sys.argv[1])
+    _become_reaper_if_init()
     workdir = os.path.realpath(cfg["workdir"])
     with open(os.path.join(workdir, _CODE_FILE), encoding="utf-8", errors="replace") as f:
         source = f.read()

@@ -140,10 +140,11 @@ def _run(plan: SandboxPlan, workdir: str, cfg: PythonToolConfig) -> SandboxOutco
 
 
 def _signal_of(plan: SandboxPlan, returncode: int) -> int | None:
-    if returncode < 0:
+    if returncode < 0:  # the direct child died by a signal (rlimit backend)
         return -returncode
-    # bubblewrap reports a child killed by signal N as exit status 128 + N, like a shell.
-    if plan.backend == "bwrap" and 128 < returncode < 128 + 65:
+    # bubblewrap's init and the prelude's pid-1 reaper (unshare) report a death by signal N as
+    # 128 + N, like a shell; the prelude maps the code's own exit statuses above 127 to 1.
+    if plan.backend != "rlimit" and 128 < returncode < 128 + 65:
         return returncode - 128
     return None
 
