@@ -210,6 +210,10 @@ def rl_loss(
 
     Metrics are (sum, count) pairs; ``autotool/beta_long_grad`` feeds :func:`update_beta_long`.
     """
+    if kl_coef and ref_logp_BT is None:
+        raise ValueError("kl_coef > 0 needs ref_logp_BT (reference policy logprobs)")
+    if autotool is not None and (short_mode_B is None or beta_long is None):
+        raise ValueError("the AutoTool entropy term needs short_mode_B and beta_long")
     valid = _valid(loss_mask_BT)
     pg, metrics = ppo_clip_loss(logp_BT, old_logp_BT, advantages_BT, loss_mask_BT,
                                 eps_low=eps_low, eps_high=eps_high, dual_clip=dual_clip)
@@ -218,8 +222,6 @@ def rl_loss(
     ent = jnp.where(valid, jnp.asarray(entropy_BT, jnp.float32), 0.0)
     metrics["policy/entropy"] = _mean_pair(jax.lax.stop_gradient(ent), valid)
     if kl_coef:
-        if ref_logp_BT is None:
-            raise ValueError("kl_coef > 0 needs ref_logp_BT (reference policy logprobs)")
         kl = kl_penalty(logp_BT, ref_logp_BT, loss_mask_BT, estimator=kl_estimator,
                         clamp=kl_clamp)
         metrics["kl/ref"] = _mean_pair(jax.lax.stop_gradient(kl), valid)
@@ -227,8 +229,6 @@ def rl_loss(
     if entropy_coef:
         total = total - entropy_coef * ent
     if autotool is not None:
-        if short_mode_B is None or beta_long is None:
-            raise ValueError("the AutoTool entropy term needs short_mode_B and beta_long")
         beta_B, h_B, long_B = autotool_beta(entropy_BT, loss_mask_BT, short_mode_B, beta_long,
                                             **autotool)
         total = total - beta_B[:, None] * ent
