@@ -233,3 +233,9 @@ def test_extract_answer_styles():
     assert xml().extract_answer("<answer>cut off at the bud") is None
     assert extract_tagged("no answer") is None
     assert extract_boxed("\\boxed{1} then \\boxed{unbalanced") == "1"
+
+
+@pytest.mark.parametrize("make", [xml, md, hermes])
+def test_describe_lists_every_tool(make):
+    text = make().describe({"python": "runs code", "search": "finds passages"})
+    assert "python" in text and "search" in text and "runs code" in text

@@ -23,6 +23,7 @@ exempt from RLIMIT_NPROC and could read anything, so a fork bomb or a secret wou
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/
               "/etc/alternatives")
 
 
+@functools.cache
 def prelude_source() -> str:
     """The prelude's source text: it is passed with ``-c`` so the sandbox needs no repo access."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prelude.py")
