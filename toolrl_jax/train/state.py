@@ -1,0 +1,90 @@
+"""Train state (params + optimiser + counters), created already sharded, and the optimiser.
+
+The state is a plain dict pytree so jit, orbax and optax all see the same structure:
+
+    {"params": nnx.State (Params only), "opt_state": optax state, "step": int32 [],
+     "beta_long": float32 []  (AutoTool's learnable coefficient; unused by other recipes)}
+
+The model's graph (``graphdef``) is static and lives outside the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from toolrl_jax.config import ModelConfig, OptimConfig
+from toolrl_jax.models.decoder import Decoder, init_sharded
+from toolrl_jax.sharding import state_shardings
+
+TrainState = dict[str, Any]
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int):
+    """AdamW with linear warm-up then cosine decay to ``min_lr_ratio``; global-norm clipping.
+
+    Returns ``(tx, schedule)``; the schedule is reported as the learning-rate metric.
+    """
+    decay = cfg.decay_steps or max(total_steps - cfg.warmup_steps, 1)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if cfg.warmup_steps else cfg.learning_rate,
+        peak_value=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        decay_steps=cfg.warmup_steps + decay,
+        end_value=cfg.learning_rate * cfg.min_lr_ratio,
+    )
+    parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+    parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                             weight_decay=cfg.weight_decay))
+    return optax.chain(*parts), schedule
+
+
+@dataclasses.dataclass
+class Policy:
+    """The static half of a model (graph) plus its config; params live in the train state."""
+
+    graphdef: Any
+    cfg: ModelConfig
+
+    def model(self, params) -> Decoder:
+        return nnx.merge(self.graphdef, params)
+
+
+def create_state(model: Decoder, tx: optax.GradientTransformation, mesh: Mesh,
+                 beta_long: float = 0.0) -> tuple[Policy, TrainState]:
+    """Splits ``model`` and builds the train state with every leaf placed on ``mesh``."""
+    graphdef, params = nnx.split(model)
+    shardings = state_shardings(params, mesh)
+    params = jax.device_put(params, shardings)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    # jit places the optimiser moments exactly like the params they mirror (GSPMD propagation).
+    opt_state = jax.jit(tx.init)(params)
+    state = {
+        "params": params,
+        "opt_state": opt_state,
+        "step": jax.device_put(jnp.zeros((), jnp.int32), replicated),
+        "beta_long": jax.device_put(jnp.asarray(beta_long, jnp.float32), replicated),
+    }
+    return Policy(graphdef, model.cfg), state
+
+
+def create_sharded_state(cfg: ModelConfig, tx, mesh: Mesh, seed: int, beta_long: float = 0.0):
+    """Random init born sharded (no full copy on one device), then the optimiser state."""
+    return create_state(init_sharded(cfg, mesh, seed), tx, mesh, beta_long)
+
+
+def state_sharding_tree(state: TrainState):
+    """The shardings of a live state (used as the train step's in/out shardings)."""
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def abstract_state(state: TrainState):
+    """ShapeDtypeStructs carrying shardings: the restore target for checkpoints."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        state)

@@ -1,0 +1,131 @@
+"""Pure, jitted train steps: ``(state, batch) -> (state, metrics)``.
+
+One builder serves SFT and RL: a *loss function* maps ``(model, micro_batch, beta_long)`` to
+``(loss_sum, denom, metric_pairs)``; the step accumulates ``grad(loss_sum)``, ``denom`` and every
+``(sum, count)`` metric pair over micro-batches with ``lax.scan``, divides once (so micro-batching
+and multi-host reduction are exact), applies AdamW, and updates AutoTool's ``beta_long`` through
+the recipe. The step is jitted once with explicit in/out shardings and donates the old state.
+
+Batch arrays (dict, all ``[B, T]`` unless noted) are aligned to tokens: ``old_logp_BT[b, t]`` is the
+sampler's logprob of ``tokens_BT[b, t]``; logits at position t−1 score token t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from toolrl_jax.rl.entropy import hidden_to_logp_entropy
+from toolrl_jax.train.state import Policy, TrainState, state_sharding_tree
+
+Pair = tuple[jax.Array, jax.Array]
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array, dict[str, Pair]]]
+
+
+def token_logp_entropy(model, batch: dict, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Current-policy ``(logp, entropy)`` for tokens 1..T−1, shape ``[B, T−1]``, chunked over T."""
+    hidden = model.hidden(batch["tokens_BT"], batch["attn_mask_BT"])
+    return hidden_to_logp_entropy(hidden[:, :-1], model.lm_head_weight(), batch["tokens_BT"][:, 1:],
+                                  chunk=chunk)
+
+
+def sft_loss_fn(chunk: int) -> LossFn:
+    """Token-mean negative log-likelihood over ``loss_mask_BT`` (model tokens only)."""
+
+    def loss(model, batch, beta_long):
+        logp, ent = token_logp_entropy(model, batch, chunk)
+        mask = batch["loss_mask_BT"][:, 1:].astype(jnp.float32)
+        n = jnp.sum(mask)
+        metrics = {
+            "sft/nll": (jnp.sum(-logp * mask), n),
+            "policy/entropy": (jnp.sum(jax.lax.stop_gradient(ent) * mask), n),
+            "sft/token_acc": (jnp.sum((logp > jnp.log(0.5)) * mask), n),
+        }
+        return jnp.sum(-logp * mask), jax.lax.stop_gradient(n), metrics
+
+    return loss
+
+
+def rl_loss_fn(recipe, chunk: int) -> LossFn:
+    """The recipe's policy loss on the current policy's logprobs and entropies."""
+
+    def loss(model, batch, beta_long):
+        logp, ent = token_logp_entropy(model, batch, chunk)
+        ref = batch.get("ref_logp_BT")
+        loss_sum, denom, metrics = recipe.loss(
+            logp, ent, batch["old_logp_BT"][:, 1:], batch["advantages_BT"][:, 1:],
+            batch["loss_mask_BT"][:, 1:], ref_logp_BT=None if ref is None else ref[:, 1:],
+            short_mode_B=batch["mode_B"], beta_long=beta_long)
+        return loss_sum, jax.lax.stop_gradient(denom), metrics
+
+    return loss
+
+
+def _split_micro(batch: dict, n: int) -> dict:
+    def split(x):
+        if x.shape[0] % n:
+            raise ValueError(f"batch of {x.shape[0]} rows does not split into {n} micro-batches")
+        return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+
+    return jax.tree.map(split, batch)
+
+
+def build_step(policy: Policy, tx: optax.GradientTransformation, loss_fn: LossFn, *,
+               micro_batches: int, update_beta: Callable | None = None, schedule=None):
+    """The pure step function (not jitted): ``(state, batch) -> (state, metrics)``."""
+
+    def step(state: TrainState, batch: dict):
+        params = state["params"]
+        beta_long = state["beta_long"]
+
+        def grads_of(mb):
+            def objective(p):
+                loss_sum, denom, metrics = loss_fn(policy.model(p), mb, beta_long)
+                return loss_sum, (denom, metrics)
+
+            (_, (denom, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            return grads, denom, metrics
+
+        if micro_batches == 1:
+            grads, denom, metrics = grads_of(batch)
+        else:
+            micro = _split_micro(batch, micro_batches)
+            first = jax.tree.map(lambda x: x[0], micro)
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads_of, first))
+
+            def body(acc, mb):
+                return jax.tree.map(jnp.add, acc, grads_of(mb)), None
+
+            (grads, denom, metrics), _ = jax.lax.scan(body, zeros, micro)
+        denom = jnp.maximum(denom, 1e-8)  # an all-masked batch gives zero gradient, not NaN
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        out = {name: s / jnp.maximum(c, 1e-8) for name, (s, c) in metrics.items()}
+        out["train/grad_norm"] = optax.tree.norm(grads)
+        out["train/tokens"] = denom
+        if schedule is not None:
+            out["train/lr"] = schedule(state["step"])
+        new_beta = update_beta(beta_long, metrics) if update_beta is not None else beta_long
+        out["autotool/beta_long"] = new_beta
+        new_state = {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1,
+                     "beta_long": jnp.asarray(new_beta, jnp.float32)}
+        return new_state, out
+
+    return step
+
+
+def jit_step(step_fn, state: TrainState, mesh: Mesh, batch_example: dict):
+    """Jits ``step_fn`` once with explicit shardings: state as it lives, batch split over
+    (data, fsdp), metrics replicated; the old state is donated."""
+    state_sh = state_sharding_tree(state)
+    batch_sh = {k: NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (v.ndim - 1))))
+                for k, v in batch_example.items()}
+    return jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
+                   out_shardings=(state_sh, NamedSharding(mesh, PartitionSpec())),
+                   donate_argnums=(0,))
