@@ -199,14 +199,41 @@ def test_nothing_of_the_trainer_is_reachable(tool, monkeypatch):
     assert run(tool, "print(len(open('/proc/self/status').read()) > 0)").text == "True"
 
 
+def _sandbox_process_uids():
+    """Host uids (real, effective) of every running sandbox process, seen from the host's /proc
+    (inside, user namespaces may show any uid)."""
+    uids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"toolrl_py_" not in f.read():
+                    continue
+            with open(f"/proc/{entry}/status") as f:
+                line = next(x for x in f if x.startswith("Uid:"))
+            uids.append(tuple(int(u) for u in line.split()[1:3]))
+        except (OSError, StopIteration):
+            pass
+    return uids
+
+
 def test_never_runs_as_root(tool):
     if os.geteuid() != 0:
         pytest.skip("trainer is not root: the code runs as the trainer's uid")
     assert tool.plan.uid == tool.cfg.sandbox_uid
-    # The host uid is what matters (a user namespace may show 0 inside): files the code creates
-    # in its dir belong to the sandbox uid.
-    r = run(tool, "import os\nprint(os.stat('.').st_uid)")
-    assert r.ok
+    result = []
+    t = threading.Thread(target=lambda: result.append(run(tool, "import time\ntime.sleep(1.5)")))
+    t.start()
+    seen = []
+    deadline = time.monotonic() + 1.0
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = _sandbox_process_uids()
+    t.join()
+    assert seen and result[0].status == ToolStatus.EMPTY
+    uid = tool.cfg.sandbox_uid
+    assert all(u == (uid, uid) for u in seen), seen
 
 
 def _processes_of(uid):
