@@ -1,0 +1,182 @@
+"""``report.md`` for a work directory: Markdown tables and PNG plots (matplotlib, Agg).
+
+matplotlib is imported lazily inside :func:`plot_curves`: the training loop imports this module at
+start-up, and only pays for matplotlib when it actually draws. We draw on a bare ``Figure`` with an
+Agg canvas instead of ``pyplot`` so no global backend is switched and nothing is left open.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from toolrl_jax.train.metrics import METRICS_FILE, read_metrics
+
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _ema(values: list[float], smooth: float) -> list[float]:
+    """TensorBoard-style exponential smoothing. A NaN stays a gap in the smoothed line too (a NaN
+    loss is news, not noise) and does not poison the average after it."""
+    out, acc = [], None
+    for v in values:
+        if math.isfinite(v):
+            acc = v if acc is None else smooth * acc + (1 - smooth) * v
+            out.append(acc)
+        else:
+            out.append(math.nan)
+    return out
+
+
+def plot_curves(
+    metrics_rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    out_png: str,
+    title: str | None = None,
+    *,
+    x: str = "step",
+    smooth: float = 0.0,
+    ncols: int = 3,
+) -> list[str]:
+    """One subplot per key (y) against ``x``; returns the keys drawn. Keys that no row holds as a
+    number are skipped; if none is left nothing is written. Nulls (non-finite values) are gaps.
+    ``smooth`` in [0, 1) overlays an exponential moving average on the raw (faded) curve."""
+    present = [k for k in keys if any(_is_number(r.get(k)) for r in metrics_rows)]
+    if not present:
+        return []
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, len(present)))
+    nrows = math.ceil(len(present) / ncols)
+    fig = Figure(figsize=(4.0 * ncols, 2.8 * nrows), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, key in enumerate(present):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        pts = [(r[x], r.get(key)) for r in metrics_rows if _is_number(r.get(x))]
+        xs = [float(px) for px, _ in pts]
+        ys = [float(py) if _is_number(py) else math.nan for _, py in pts]
+        if 0 < smooth < 1:
+            ax.plot(xs, ys, color="C0", alpha=0.3, linewidth=1)
+            ax.plot(xs, _ema(ys, smooth), color="C0", linewidth=1.5)
+        else:
+            ax.plot(xs, ys, color="C0", linewidth=1.5, marker="." if len(xs) < 30 else None)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel(x, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    tmp = out_png + ".tmp"
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, out_png)
+    return present
+
+
+def _cell(v: Any, floatfmt: str) -> str:
+    if v is None:
+        return ""
+    if _is_number(v) and not isinstance(v, numbers.Integral):
+        return format(float(v), floatfmt)
+    # A literal "|" would split the cell and a newline would end the table.
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], floatfmt: str = ".3f") -> str:
+    """A GitHub-Markdown table of ``rows`` restricted to ``columns``. Floats use ``floatfmt``; missing
+    or null cells are empty; all-number columns are right-aligned so digits line up."""
+    filled = [[r[c] for r in rows if r.get(c) is not None] for c in columns]
+    numeric = [bool(vals) and all(_is_number(v) for v in vals) for vals in filled]
+    lines = [
+        "| " + " | ".join(_cell(c, floatfmt) for c in columns) + " |",
+        "|" + "|".join("---:" if num else "---" for num in numeric) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(r.get(c), floatfmt) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summarize_metrics(metrics_rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per key present: ``metric, first, last, min, max, mean`` over its finite values."""
+    out = []
+    for key in keys:
+        vals = [float(r[key]) for r in metrics_rows if _is_number(r.get(key)) and math.isfinite(r[key])]
+        if vals:
+            out.append(
+                {
+                    "metric": key,
+                    "first": vals[0],
+                    "last": vals[-1],
+                    "min": min(vals),
+                    "max": max(vals),
+                    "mean": sum(vals) / len(vals),
+                }
+            )
+    return out
+
+
+def write_report(
+    workdir: str,
+    title: str,
+    intro: str = "",
+    tables: Sequence[tuple[str, str]] = (),
+    plots: Sequence[tuple[str, str]] = (),
+) -> str:
+    """Writes ``<workdir>/report.md`` atomically: title, intro, then each ``(heading, markdown_table)``
+    and each ``(heading, png path relative to workdir)``. Returns the report's path. A plot whose
+    file is missing is named in the text rather than left as a broken image link."""
+    parts = [f"# {title}", "", f"_Generated {time.strftime('%Y-%m-%d %H:%M:%S')}._", ""]
+    if intro:
+        parts += [intro.strip(), ""]
+    for heading, table in tables:
+        parts += [f"## {heading}", "", table.strip(), ""]
+    for heading, png in plots:
+        rel = os.path.relpath(png, workdir) if os.path.isabs(png) else png
+        rel = rel.replace(os.sep, "/")  # Markdown links use "/" everywhere
+        if os.path.exists(os.path.join(workdir, rel)):
+            parts += [f"## {heading}", "", f"![{heading}]({rel})", ""]
+        else:
+            parts += [f"## {heading}", "", f"_(plot missing: `{rel}`)_", ""]
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, REPORT_FILE)
+    _atomic_write_text(path, "\n".join(parts))
+    return path
+
+
+def write_metrics_report(
+    workdir: str,
+    title: str,
+    keys: Sequence[str],
+    *,
+    intro: str = "",
+    tables: Sequence[tuple[str, str]] = (),
+    smooth: float = 0.6,
+) -> str:
+    """The one call a training loop needs: reads ``metrics.jsonl``, plots ``keys`` to
+    ``plots/metrics.png``, adds a summary table after ``tables``, and writes ``report.md``."""
+    mpath = os.path.join(workdir, METRICS_FILE)
+    rows = read_metrics(mpath) if os.path.exists(mpath) else []
+    png = os.path.join(PLOTS_DIR, "metrics.png")
+    drawn = plot_curves(rows, keys, os.path.join(workdir, png), title=title, smooth=smooth)
+    summary = summarize_metrics(rows, keys)
+    all_tables = list(tables)
+    if summary:
+        cols = ["metric", "first", "last", "min", "max", "mean"]
+        all_tables.append((f"Metrics over {len(rows)} steps", markdown_table(summary, cols)))
+    return write_report(workdir, title, intro, all_tables, [("Training curves", png)] if drawn else [])
