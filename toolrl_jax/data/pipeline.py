@@ -55,13 +55,22 @@ class EncodeSFT(grain.transforms.Map):
 
 class MaxLength(grain.transforms.Filter):
     """Drops encoded examples longer than ``max_len``: a truncated target would teach the model
-    to stop before its answer."""
+    to stop before its answer. An endless loader whose every example is too long would spin
+    forever looking for a batch, so a long run of drops raises instead."""
 
-    def __init__(self, max_len: int):
-        self._max_len = max_len
+    def __init__(self, max_len: int, max_consecutive_drops: int = 1000):
+        self._max_len, self._max_drops, self._drops = max_len, max_consecutive_drops, 0
 
     def filter(self, example: dict[str, Any]) -> bool:
-        return len(example["tokens"]) <= self._max_len
+        if len(example["tokens"]) <= self._max_len:
+            self._drops = 0
+            return True
+        self._drops += 1
+        if self._drops >= self._max_drops:
+            raise ValueError(f"{self._drops} SFT examples in a row are longer than "
+                             f"data.sft_max_len={self._max_len} tokens (last: "
+                             f"{example['id']!r}, {len(example['tokens'])} tokens); raise it")
+        return False
 
 
 def make_loader(
