@@ -98,7 +98,7 @@ def make_engine(graphdef, batch, new_tokens, segment_len, syntax, max_calls):
                        max_new_tokens=new_tokens, max_cache_len=PROMPT_LEN + new_tokens + 64,
                        segment_len=segment_len, max_tool_calls=max_calls, max_result_tokens=16,
                        length_bucket=16)
-    compiled = CompiledRollout(graphdef, RolloutShapes.from_config(rc), eos_ids=[],
+    compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), RolloutShapes.from_config(rc), eos_ids=[],
                                stop_sequences=[], sampling=SamplingParams(temperature=1.0))
     calc = CalculatorTool()
 

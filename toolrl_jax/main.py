@@ -37,16 +37,55 @@ def run(argv: list[str]) -> int:
 
         print(format_plan(cfg, make_plan(cfg, mesh)))
         return 0
-    raise config_lib.ConfigError(f"config.mode='{cfg.mode}' is not handled")
+    return _run_training_mode(cfg)
+
+
+def _run_training_mode(cfg) -> int:
+    import json
+
+    from toolrl_jax.train.experiment import Experiment
+    from toolrl_jax.train.loops import global_resume_step, run_eval, run_rl, run_sft
+    from toolrl_jax.train.metrics import MetricsLogger
+    from toolrl_jax.train.pipeline import run_pipeline
+
+    exp = Experiment.setup(cfg)
+    print(f"workdir: {exp.workdir}", flush=True)
+    try:
+        if cfg.mode == "pipeline":
+            run_pipeline(exp)
+        elif cfg.mode in ("sft", "rl"):
+            with MetricsLogger(str(exp.workdir), start_step=global_resume_step(exp)) as logger:
+                out = run_sft(exp, logger) if cfg.mode == "sft" else run_rl(exp, logger)
+            print(f"policy exported to {out}", flush=True)
+        elif cfg.mode == "eval":
+            source = cfg.model.init_from or _latest_export(exp.workdir)
+            result = run_eval(exp, source, "policy")
+            print(json.dumps(result, indent=2))
+        else:
+            raise config_lib.ConfigError(f"config.mode='{cfg.mode}' is not handled")
+    finally:
+        exp.close()
+    return 0
+
+
+def _latest_export(workdir) -> str:
+    for name in ("rl_policy", "sft_policy"):
+        if (workdir / name / "DONE").is_file():
+            return str(workdir / name)
+    raise config_lib.ConfigError(
+        f"mode=eval needs config.model.init_from or an exported policy in {workdir}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from toolrl_jax.data.records import DataError
     from toolrl_jax.models.hf import CheckpointError
     from toolrl_jax.sharding import ShardingError
+    from toolrl_jax.train.checkpoint import CheckpointRestoreError
 
     try:
         return run(sys.argv[1:] if argv is None else argv)
-    except (config_lib.ConfigError, CheckpointError, ShardingError) as e:
+    except (config_lib.ConfigError, CheckpointError, ShardingError, CheckpointRestoreError,
+            DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

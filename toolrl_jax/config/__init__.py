@@ -13,18 +13,21 @@ import ml_collections
 
 from toolrl_jax.config.core import ConfigError, build, require, to_dict
 from toolrl_jax.config.loader import apply_override, load_config_dict, parse_overrides
+from toolrl_jax.config.data import DataConfig
 from toolrl_jax.config.rl import RLConfig
 from toolrl_jax.config.schema import (
+    EvalConfig,
     MeshConfig,
     ModelConfig,
     OptimConfig,
     RolloutConfig,
     RopeScalingConfig,
+    SFTConfig,
     TrainConfig,
 )
 from toolrl_jax.config.tools import ToolsConfig
 
-Mode = Literal["plan"]  # later: sft, rl, eval, pipeline
+Mode = Literal["plan", "sft", "rl", "eval", "pipeline"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,9 @@ class Config:
     train: TrainConfig = TrainConfig()
     rl: RLConfig = RLConfig()
     tools: ToolsConfig = ToolsConfig()
+    data: DataConfig = DataConfig()
+    sft: SFTConfig = SFTConfig()
+    eval: EvalConfig = EvalConfig()
 
     def validate(self, path: str) -> None:
         require(
@@ -66,7 +72,7 @@ def default_config_dict() -> ml_collections.ConfigDict:
 
 
 __all__ = [
-    "Config", "ConfigError", "MeshConfig", "ModelConfig", "OptimConfig", "RLConfig",
+    "Config", "ConfigError", "DataConfig", "EvalConfig", "SFTConfig", "MeshConfig", "ModelConfig", "OptimConfig", "RLConfig",
     "RolloutConfig", "RopeScalingConfig", "ToolsConfig", "TrainConfig", "build", "from_config_dict",
     "load", "parse_overrides", "default_config_dict", "require", "to_dict",
 ]

@@ -143,9 +143,12 @@ class RLConfig:
     max_sample_rounds: int = 3
 
     # --- logprob / entropy from hidden states --------------------------------------------------
-    # Vocabulary chunk for the streaming logsumexp; 0 = whole vocabulary per T-chunk (the T-chunk
-    # length is train.logit_chunk).
-    vocab_chunk: int = 0
+    # Vocabulary columns per block of the streaming logsumexp (the T-chunk is train.logit_chunk).
+    # 16384: Qwen's 152k vocabulary streams in 16 blocks of 9496 (a divisor: no padded head copy),
+    # so peak logits memory is B*chunk*9496 fp32 (fwd+bwd temp 1/112 of naive at B=4, T=2048 in
+    # benchmarks/entropy_memory.py, vs 1/7.8 with T-chunks alone); vocabularies <= 16384 are one
+    # block, i.e. unchanged. 0 = never split V.
+    vocab_chunk: int = 16384
 
     def resolved(self) -> RLConfig:
         """This config with every ``None`` component replaced by the recipe's preset."""

@@ -162,3 +162,36 @@ class TrainConfig:
         require(self.logit_chunk > 0, f"{path}.logit_chunk must be > 0")
         require(self.ppo_epochs > 0 and self.mini_batches > 0, f"{path}.ppo_epochs/mini_batches > 0")
         require(self.keep_checkpoints > 0, f"{path}.keep_checkpoints must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    """SFT warm-up (AutoTool stage 1): next-token loss on model tokens of tool trajectories."""
+
+    steps: int = 0
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    warmup_steps: int = 10
+    seq_len: int = 0  # padded train length; 0: data.sft_max_len
+
+    def validate(self, path: str) -> None:
+        require(self.steps >= 0, f"{path}.steps must be >= 0")
+        require(self.batch_size > 0, f"{path}.batch_size must be > 0")
+        require(self.learning_rate >= 0, f"{path}.learning_rate must be >= 0")
+        require(self.seq_len >= 0, f"{path}.seq_len must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation of a policy (greedy accuracy + tool/compute statistics)."""
+
+    split: Literal["heldout", "train"] = "heldout"
+    max_items: int = 0  # 0: the whole split
+    prompts_per_batch: int = 32
+    greedy: bool = True
+    samples: int = 1  # > 1: sampled pass@k / avg@k at rollout.temperature
+
+    def validate(self, path: str) -> None:
+        require(self.max_items >= 0, f"{path}.max_items must be >= 0")
+        require(self.prompts_per_batch > 0, f"{path}.prompts_per_batch must be > 0")
+        require(self.samples > 0, f"{path}.samples must be > 0")

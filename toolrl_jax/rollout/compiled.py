@@ -20,7 +20,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from toolrl_jax.buckets import RolloutShapes
 from toolrl_jax.models.decoder import KVCache
@@ -68,9 +67,10 @@ def stop_sequence_table(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndar
 class CompiledRollout:
     """Holds the jitted functions for one model graph, one set of shapes and stop rules."""
 
-    def __init__(self, graphdef, shapes: RolloutShapes, *, eos_ids: list[int],
+    def __init__(self, model_fn, shapes: RolloutShapes, *, eos_ids: list[int],
                  stop_sequences: list[list[int]], sampling: SamplingParams, pad_id: int = 0):
-        self.graphdef = graphdef
+        # params -> Decoder (e.g. Policy.model, or nnx.merge with a graphdef for nnx States).
+        self.model_fn = model_fn
         self.shapes = shapes
         self.sampling = sampling
         self.pad_id = pad_id
@@ -86,7 +86,7 @@ class CompiledRollout:
 
     # ------------------------------------------------------------------ helpers
     def _model(self, params):
-        return nnx.merge(self.graphdef, params)
+        return self.model_fn(params)
 
     def _append(self, model, cache, last_logits, tokens_BT, lens_B):
         hidden, cache = model.extend_hidden(tokens_BT, lens_B, cache)

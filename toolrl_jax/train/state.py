@@ -2,10 +2,12 @@
 
 The state is a plain dict pytree so jit, orbax and optax all see the same structure:
 
-    {"params": nnx.State (Params only), "opt_state": optax state, "step": int32 [],
-     "beta_long": float32 []  (AutoTool's learnable coefficient; unused by other recipes)}
+    {"params": pure dict of arrays (``nnx.to_pure_dict``), "opt_state": optax state,
+     "step": int32 [], "beta_long": float32 []  (AutoTool's learnable coefficient)}
 
-The model's graph (``graphdef``) is static and lives outside the state.
+Params are kept as a *pure* nested dict (not an nnx ``State``) so optimiser states and checkpoints
+are plain pytrees whose layout does not depend on flax internals. The model's graph and an
+abstract template live in :class:`Policy`, which rebuilds the module from pure params.
 """
 
 from __future__ import annotations
@@ -47,21 +49,29 @@ def make_optimizer(cfg: OptimConfig, total_steps: int):
 
 @dataclasses.dataclass
 class Policy:
-    """The static half of a model (graph) plus its config; params live in the train state."""
+    """The static half of a model (graph + abstract param template) plus its config."""
 
     graphdef: Any
+    template: Any  # nnx State of ShapeDtypeStructs
     cfg: ModelConfig
 
     def model(self, params) -> Decoder:
-        return nnx.merge(self.graphdef, params)
+        """Rebuilds the module from pure params (works under jit: only tracing-time glue)."""
+        state = jax.tree.map(lambda x: x, self.template)
+        nnx.replace_by_pure_dict(state, params)
+        return nnx.merge(self.graphdef, state)
+
+    def to_pure(self, state) -> dict:
+        return nnx.to_pure_dict(state)
 
 
 def create_state(model: Decoder, tx: optax.GradientTransformation, mesh: Mesh,
                  beta_long: float = 0.0) -> tuple[Policy, TrainState]:
     """Splits ``model`` and builds the train state with every leaf placed on ``mesh``."""
-    graphdef, params = nnx.split(model)
-    shardings = state_shardings(params, mesh)
-    params = jax.device_put(params, shardings)
+    graphdef, params_state = nnx.split(model)
+    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_state)
+    shardings = nnx.to_pure_dict(state_shardings(params_state, mesh))
+    params = jax.device_put(nnx.to_pure_dict(params_state), shardings)
     replicated = NamedSharding(mesh, PartitionSpec())
     # jit places the optimiser moments exactly like the params they mirror (GSPMD propagation).
     opt_state = jax.jit(tx.init)(params)
@@ -71,7 +81,7 @@ def create_state(model: Decoder, tx: optax.GradientTransformation, mesh: Mesh,
         "step": jax.device_put(jnp.zeros((), jnp.int32), replicated),
         "beta_long": jax.device_put(jnp.asarray(beta_long, jnp.float32), replicated),
     }
-    return Policy(graphdef, model.cfg), state
+    return Policy(graphdef, template, model.cfg), state
 
 
 def create_sharded_state(cfg: ModelConfig, tx, mesh: Mesh, seed: int, beta_long: float = 0.0):

@@ -1,0 +1,96 @@
+"""Everything a run needs, built once from the Config: mesh, data, tokenizer, tools, policy.
+
+Side effects (files under the work dir, tool processes) happen here, at the edge; the loops get
+ready objects. Re-running in the same work dir reuses what is there (dataset, tokenizer, corpus).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import jax
+
+from toolrl_jax.buckets import RolloutShapes, round_up
+from toolrl_jax.config import Config, ConfigError, to_dict
+from toolrl_jax.data.prepare import prepare_corpus, prepare_dataset, prepare_tokenizer
+from toolrl_jax.models.decoder import init_sharded
+from toolrl_jax.models.hf import load_hf
+from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams
+from toolrl_jax.rollout.engine import EngineLimits, RolloutEngine
+from toolrl_jax.sharding import make_mesh
+from toolrl_jax.tools.registry import build_executor, build_syntax
+from toolrl_jax.train.state import Policy, create_state
+
+
+@dataclasses.dataclass
+class Experiment:
+    cfg: Config
+    workdir: Path
+    mesh: jax.sharding.Mesh
+    builder: object
+    tokenizer: object
+    syntax: object
+    executor: object
+    tool_names: tuple[str, ...]
+
+    @classmethod
+    def setup(cls, cfg: Config) -> Experiment:
+        workdir = Path(cfg.workdir or os.path.join("runs", cfg.name))
+        workdir.mkdir(parents=True, exist_ok=True)
+        with open(workdir / "config.json", "w") as f:
+            json.dump(to_dict(cfg), f, indent=2)
+        mesh = make_mesh(cfg.mesh)
+        builder = prepare_dataset(cfg.data, workdir)
+        tools_cfg = cfg.tools
+        if "search" in tools_cfg.enabled and not tools_cfg.search.corpus_path:
+            corpus = prepare_corpus(cfg.data, workdir)
+            if corpus is None:
+                raise ConfigError("config.tools.enabled has 'search' but there is no corpus: set "
+                                  "config.tools.search.corpus_path")
+            tools_cfg = dataclasses.replace(
+                tools_cfg, search=dataclasses.replace(tools_cfg.search, corpus_path=str(corpus)))
+        tokenizer = prepare_tokenizer(cfg.data, workdir, builder, tools_cfg.enabled)
+        if len(tokenizer) > cfg.model.vocab_size:
+            raise ConfigError(f"config.model.vocab_size={cfg.model.vocab_size} is smaller than the "
+                              f"tokenizer's {len(tokenizer)} tokens")
+        return cls(cfg, workdir, mesh, builder, tokenizer, build_syntax(tools_cfg),
+                   build_executor(tools_cfg), tuple(tools_cfg.enabled))
+
+    # ------------------------------------------------------------------ policy
+    def init_policy(self, tx, beta_long: float = 0.0, hf_dir: str = ""):
+        """Policy + train state: from ``hf_dir`` / ``model.init_from`` if set, else random init."""
+        source = hf_dir or self.cfg.model.init_from
+        with jax.set_mesh(self.mesh):
+            if source:
+                model = load_hf(source, dtype=self.cfg.model.param_dtype, mesh=self.mesh)
+            else:
+                model = init_sharded(self.cfg.model, self.mesh, self.cfg.train.seed)
+            return create_state(model, tx, self.mesh, beta_long)
+
+    # ------------------------------------------------------------------ rollout
+    def engine(self, policy: Policy, *, greedy: bool, batch: int | None = None,
+               seed: int = 0) -> RolloutEngine:
+        rc = self.cfg.rollout
+        shapes = RolloutShapes.from_config(rc, batch=batch)
+        tok = self.tokenizer
+        stops = [tok.encode(s, add_special_tokens=False) for s in self.syntax.stop_strings]
+        eos = sorted({i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>"))
+                      if isinstance(i, int) and i >= 0 and i != tok.unk_token_id})
+        compiled = CompiledRollout(
+            policy.model, shapes, eos_ids=eos, stop_sequences=stops,
+            sampling=SamplingParams(rc.temperature, rc.top_k, rc.top_p, greedy=greedy),
+            pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+        limits = EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens)
+        return RolloutEngine(compiled, tok, self.syntax, self.executor.run, limits, seed=seed)
+
+    @property
+    def train_seq_len(self) -> int:
+        """One padded train length for every RL batch: the rollout cache bounds trajectories."""
+        rc = self.cfg.rollout
+        return round_up(rc.max_cache_len, rc.length_bucket)
+
+    def close(self) -> None:
+        self.executor.close()

@@ -1,0 +1,197 @@
+"""The phases of a run — SFT warm-up, RL, evaluation — and the pipeline that chains them.
+
+Every phase checkpoints into ``<workdir>/checkpoints/<phase>`` and resumes from the latest
+checkpoint there, so killing a run at any point and starting the same command again continues it.
+A finished phase exports its policy as an HF checkpoint (``sft_policy/``, ``rl_policy/``), which is
+also how the next phase (or a resumed pipeline) picks it up. Metrics of all phases share one
+``metrics.jsonl`` with a global step: SFT steps 1..S, then RL steps S+1..S+R.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from toolrl_jax.buckets import round_up
+from toolrl_jax.config import OptimConfig
+from toolrl_jax.data.pipeline import prompt_loader, sft_loader
+from toolrl_jax.eval.runner import evaluate
+from toolrl_jax.models.hf import save_hf
+from toolrl_jax.train.batching import sft_arrays
+from toolrl_jax.train.checkpoint import Checkpointer
+from toolrl_jax.train.experiment import Experiment
+from toolrl_jax.train.metrics import MetricsLogger, save_rollouts
+from toolrl_jax.train.progress import Progress
+from toolrl_jax.train.rl_loop import RLTrainer
+from toolrl_jax.train.state import abstract_state, make_optimizer
+from toolrl_jax.train.steps import build_step, jit_step, sft_loss_fn
+
+DONE_MARKER = "DONE"
+SFT_KEYS = ("sft/nll", "policy/entropy", "train/grad_norm")
+RL_KEYS = ("rollout/accuracy", "reward/mean", "rollout/tool_calls", "rollout/response_len",
+           "policy/entropy", "autotool/beta_long")
+
+
+def _is_done(path: Path) -> bool:
+    return (path / DONE_MARKER).is_file()
+
+
+def _export(exp: Experiment, policy, params, name: str) -> Path:
+    out = exp.workdir / name
+    save_hf(policy.model(params), str(out), tokenizer_dir=str(exp.workdir / "tokenizer"))
+    (out / DONE_MARKER).write_text("complete\n")
+    return out
+
+
+def _restore(ckpt: Checkpointer, state, iterator):
+    step = ckpt.latest_step()
+    if step is None:
+        return state, 0
+    state, extras = ckpt.restore(step, abstract_state(state))
+    iterator.set_state(extras["data_iter"])
+    print(f"resumed from {ckpt.directory} step {step}", flush=True)
+    return state, step
+
+
+def _log(logger, progress, step_global, step_local, metrics, keys):
+    if logger is not None:
+        logger.log(step_global, metrics)
+    if progress is not None:
+        progress.update(step_local, {k.split("/")[-1]: metrics[k] for k in keys if k in metrics})
+
+
+# ---------------------------------------------------------------------------------------- SFT
+def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
+    """SFT warm-up; returns the exported policy dir. A finished phase is not run again."""
+    cfg, sc = exp.cfg, exp.cfg.sft
+    out = exp.workdir / "sft_policy"
+    if _is_done(out):
+        return out
+    optim = OptimConfig(learning_rate=sc.learning_rate, warmup_steps=sc.warmup_steps,
+                        weight_decay=cfg.optim.weight_decay, grad_clip=cfg.optim.grad_clip)
+    tx, schedule = make_optimizer(optim, sc.steps)
+    policy, state = exp.init_policy(tx)
+    loader = sft_loader(cfg.data, exp.builder, batch_size=sc.batch_size, seed=cfg.train.seed,
+                        tools=exp.tool_names, tokenizer=exp.tokenizer)
+    it = iter(loader)
+    ckpt = Checkpointer(exp.workdir / "checkpoints" / "sft", keep=cfg.train.keep_checkpoints,
+                        save_interval_steps=cfg.train.checkpoint_every)
+    state, start = _restore(ckpt, state, it)
+    seq_len = round_up(sc.seq_len or cfg.data.sft_max_len, cfg.rollout.length_bucket)
+    micro = sc.batch_size // cfg.train.micro_batch_size if cfg.train.micro_batch_size else 1
+    step_fn = None
+    progress = Progress(sc.steps, "sft", every=max(sc.steps // 20, 1), keys=["nll", "entropy"])
+    with jax.set_mesh(exp.mesh):
+        for step in range(start, sc.steps):
+            batch = sft_arrays(next(it), seq_len)
+            if step_fn is None:
+                step_fn = jit_step(build_step(policy, tx, sft_loss_fn(cfg.train.logit_chunk),
+                                              micro_batches=micro, schedule=schedule),
+                                   state, exp.mesh, batch)
+            state, metrics = step_fn(state, batch)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            _log(logger, progress, step + 1, step + 1, metrics, SFT_KEYS[:2])
+            ckpt.save(step + 1, state, {"data_iter": it.get_state(), "phase": "sft"},
+                      force=step + 1 == sc.steps)
+    progress.close()
+    ckpt.close()
+    return _export(exp, policy, state["params"], "sft_policy")
+
+
+# ---------------------------------------------------------------------------------------- RL
+def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
+           step_offset: int = 0) -> Path:
+    """RL from ``init_dir`` (an HF export, e.g. the SFT policy) or the config's model."""
+    cfg = exp.cfg
+    out = exp.workdir / "rl_policy"
+    if _is_done(out):
+        return out
+    tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
+    # The recipe decides beta_long's initial value; build a throwaway trainer-free recipe first.
+    from toolrl_jax.rl.recipes import make_recipe
+
+    recipe = make_recipe(cfg.rl, group_size=cfg.rollout.group_size,
+                         max_new_tokens=cfg.rollout.max_new_tokens)
+    policy, state = exp.init_policy(tx, beta_long=recipe.init_beta_long, hf_dir=init_dir)
+    # The step donates the state, so the frozen reference needs buffers of its own.
+    ref = jax.tree.map(jnp.copy, state["params"]) if recipe.needs_reference else None
+    trainer = RLTrainer(exp, policy, tx, schedule, ref_params=ref)
+    loader = prompt_loader(cfg.data, exp.builder, split="train",
+                           batch_size=cfg.rollout.prompts_per_step, seed=cfg.train.seed,
+                           tools=exp.tool_names, tokenizer=exp.tokenizer)
+    it = iter(loader)
+    ckpt = Checkpointer(exp.workdir / "checkpoints" / "rl", keep=cfg.train.keep_checkpoints,
+                        save_interval_steps=cfg.train.checkpoint_every)
+    state, start = _restore(ckpt, state, it)
+    progress = Progress(cfg.train.steps, f"rl[{recipe.name}]",
+                        every=max(cfg.train.steps // 20, 1),
+                        keys=["accuracy", "mean", "tool_calls", "response_len"])
+    with jax.set_mesh(exp.mesh):
+        for step in range(start, cfg.train.steps):
+            t0 = time.perf_counter()
+            state, metrics, scored = trainer.iteration(state, it, step)
+            metrics["time/step_s"] = time.perf_counter() - t0
+            _log(logger, progress, step_offset + step + 1, step + 1, metrics, RL_KEYS[:4])
+            every = cfg.train.save_rollouts_every
+            if every and (step + 1) % every == 0:
+                save_rollouts(str(exp.workdir), step_offset + step + 1, scored.trajectories,
+                              max_rows=4 * cfg.rollout.group_size)
+            ckpt.save(step + 1, state, {"data_iter": it.get_state(), "phase": "rl"},
+                      force=step + 1 == cfg.train.steps)
+    progress.close()
+    ckpt.close()
+    return _export(exp, policy, state["params"], "rl_policy")
+
+
+# ---------------------------------------------------------------------------------------- eval
+def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
+    """Evaluates an HF export; caches the result as ``eval_<name>.json`` (resume-safe)."""
+    path = exp.workdir / f"eval_{name}.json"
+    if path.is_file():
+        with open(path) as f:
+            return json.load(f)
+    tx, _ = make_optimizer(exp.cfg.optim, 1)
+    policy, state = exp.init_policy(tx, hf_dir=policy_dir)
+    t0 = time.perf_counter()
+    with jax.set_mesh(exp.mesh):
+        result = evaluate(exp, policy, state["params"])
+    result["_meta"] = {"policy": str(policy_dir), "seconds": time.perf_counter() - t0}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, path)
+    print(f"eval[{name}]: accuracy={result['all']['accuracy']:.3f} "
+          f"calls={result['all']['tool_calls']:.2f} tokens={result['all']['tokens']:.1f}",
+          flush=True)
+    return result
+
+
+def global_resume_step(exp: Experiment) -> int:
+    """The global step the metrics file is valid up to, from what the checkpoints say."""
+    cfg = exp.cfg
+    sft_steps = cfg.sft.steps if cfg.mode == "pipeline" else 0
+    rl_dir = exp.workdir / "checkpoints" / "rl"
+    sft_dir = exp.workdir / "checkpoints" / "sft"
+    if cfg.mode in ("rl", "pipeline") and rl_dir.is_dir():
+        step = Checkpointer(rl_dir, keep=cfg.train.keep_checkpoints).latest_step()
+        if step is not None:
+            return sft_steps + step + 1
+    if cfg.mode == "pipeline" and _is_done(exp.workdir / "sft_policy"):
+        return sft_steps + 1
+    if cfg.mode in ("sft", "pipeline") and sft_dir.is_dir():
+        step = Checkpointer(sft_dir, keep=cfg.train.keep_checkpoints).latest_step()
+        if step is not None:
+            return step + 1
+    return 0
+
+
+@dataclasses.dataclass
+class PipelineResult:
+    sft_eval: dict
+    rl_eval: dict
+    report: str

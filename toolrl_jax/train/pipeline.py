@@ -1,0 +1,89 @@
+"""``mode=pipeline``: SFT warm-up → RL → held-out evaluation of both → ``report.md``.
+
+The report compares the SFT policy with the RL policy on the held-out split per difficulty
+(accuracy, tool calls per problem, tokens per problem) and plots the training curves.
+"""
+
+from __future__ import annotations
+
+from toolrl_jax.train.experiment import Experiment
+from toolrl_jax.train.loops import RL_KEYS, SFT_KEYS, global_resume_step, run_eval, run_rl, run_sft
+from toolrl_jax.train.metrics import MetricsLogger
+from toolrl_jax.train.report import markdown_table, plot_curves, write_report
+from toolrl_jax.train.metrics import read_metrics, METRICS_FILE
+
+COMPARE_METRICS = ("accuracy", "tool_calls", "tokens", "acc_per_100_tokens", "short_mode_frac",
+                   "tool_success", "entropy_reducing_share")
+
+
+def comparison_rows(evals: dict[str, dict]) -> list[dict]:
+    """One row per (policy, bucket): the metrics the report compares."""
+    rows = []
+    for policy, result in evals.items():
+        for bucket in ("all", "easy", "hard"):
+            if bucket in result:
+                rows.append({"policy": policy, "bucket": bucket,
+                             **{m: result[bucket].get(m) for m in COMPARE_METRICS}})
+    return rows
+
+
+def verdict(sft: dict, rl: dict) -> str:
+    """The issue's bar, stated with numbers: +5 accuracy points, or −30% easy tool calls at
+    accuracy within 1 point."""
+    d_acc = 100 * (rl["all"]["accuracy"] - sft["all"]["accuracy"])
+    lines = [f"- accuracy: SFT {100 * sft['all']['accuracy']:.1f}% → RL "
+             f"{100 * rl['all']['accuracy']:.1f}% ({d_acc:+.1f} points)"]
+    if "easy" in sft and "easy" in rl:
+        s_calls, r_calls = sft["easy"]["tool_calls"], rl["easy"]["tool_calls"]
+        cut = (1 - r_calls / s_calls) * 100 if s_calls > 0 else 0.0
+        lines.append(f"- tool calls per easy problem: SFT {s_calls:.2f} → RL {r_calls:.2f} "
+                     f"({cut:+.0f}% fewer)")
+    else:
+        cut = 0.0
+    if d_acc >= 5:
+        lines.append("- result: RL beats SFT by ≥ 5 accuracy points")
+    elif cut >= 30 and abs(d_acc) <= 1:
+        lines.append("- result: RL cuts easy-item tool calls by ≥ 30% at equal accuracy")
+    else:
+        lines.append("- result: neither bar (+5 points, or −30% easy tool calls at ±1 point) met")
+    return "\n".join(lines)
+
+
+def write_pipeline_report(exp: Experiment, sft_eval: dict, rl_eval: dict) -> str:
+    cfg = exp.cfg
+    rows = read_metrics(str(exp.workdir / METRICS_FILE))
+    sft_rows = [r for r in rows if r["step"] <= cfg.sft.steps]
+    rl_rows = [r for r in rows if r["step"] > cfg.sft.steps]
+    plots = []
+    if plot_curves(sft_rows, list(SFT_KEYS), str(exp.workdir / "plots" / "sft.png"),
+                   title="SFT warm-up"):
+        plots.append(("SFT warm-up", "plots/sft.png"))
+    rl_keys = list(RL_KEYS) + ["rollout/tool_calls_easy", "rollout/tool_calls_hard",
+                               "entropy/model", "tool/entropy_reducing_frac"]
+    if plot_curves(rl_rows, rl_keys, str(exp.workdir / "plots" / "rl.png"),
+                   title=f"RL ({cfg.rl.recipe})", smooth=0.6):
+        plots.append((f"RL ({cfg.rl.recipe})", "plots/rl.png"))
+    table = markdown_table(comparison_rows({"sft": sft_eval, "rl": rl_eval}),
+                           ["policy", "bucket", *COMPARE_METRICS])
+    meta = rl_eval.get("_meta", {})
+    intro = (f"Run `{cfg.name}`: SFT warm-up ({cfg.sft.steps} steps) then RL with recipe "
+             f"`{cfg.rl.recipe}` ({cfg.train.steps} steps, {cfg.rollout.prompts_per_step} prompts"
+             f" × {cfg.rollout.group_size} samples), evaluated greedily on "
+             f"{rl_eval['all']['items']} held-out items ({meta.get('seconds', 0):.0f} s).\n\n"
+             + verdict(sft_eval, rl_eval))
+    return write_report(str(exp.workdir), f"toolrl_jax report — {cfg.name}", intro,
+                        [("Held-out evaluation: SFT vs RL", table)], plots)
+
+
+def run_pipeline(exp: Experiment) -> str:
+    logger = MetricsLogger(str(exp.workdir), start_step=global_resume_step(exp))
+    try:
+        sft_dir = run_sft(exp, logger)
+        rl_dir = run_rl(exp, logger, init_dir=str(sft_dir), step_offset=exp.cfg.sft.steps)
+    finally:
+        logger.close()
+    sft_eval = run_eval(exp, str(sft_dir), "sft")
+    rl_eval = run_eval(exp, str(rl_dir), "rl")
+    path = write_pipeline_report(exp, sft_eval, rl_eval)
+    print(f"report: {path}", flush=True)
+    return path
