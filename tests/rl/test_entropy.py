@@ -7,7 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toolrl_jax.rl.entropy import hidden_to_logp_entropy, logits_to_logp_entropy
+from toolrl_jax.rl.entropy import (
+    _pick_vocab_chunk,
+    hidden_to_logp_entropy,
+    logits_to_logp_entropy,
+)
 
 LN2 = np.log(2.0)
 
@@ -80,7 +84,7 @@ def test_masked_target_is_minus_inf():
     assert np.isneginf(logp[0, 0]) and ent[0, 0] == 0.0
 
 
-def _setup(B=2, T=13, D=16, V=50, seed=0):
+def _setup(B=2, T=13, D=16, V=53, seed=0):
     k = jax.random.split(jax.random.PRNGKey(seed), 3)
     h = jax.random.normal(k[0], (B, T, D))
     w = jax.random.normal(k[1], (D, V)) * 0.7
@@ -109,7 +113,8 @@ def _naive_reference():
     return jax.jit(naive)(h, w), grads
 
 
-@pytest.mark.parametrize("vocab_chunk", [0, 7, 16])  # whole V; ragged V chunks; even chunks
+# V = 53 (prime): whole V; 7 and 16 pad the head to 56 / 64 columns; 60 >= V means no V chunks.
+@pytest.mark.parametrize("vocab_chunk", [0, 7, 16, 60])
 def test_chunked_matches_naive_values_and_grads(vocab_chunk):
     h, w, vmask, tg = _setup()
 
@@ -125,11 +130,18 @@ def test_chunked_matches_naive_values_and_grads(vocab_chunk):
 
     b, gb = jax.jit(both)(h, w)
     for x, y in zip(a, b, strict=True):
-        assert x.shape == (2, 13) and y.dtype == jnp.float32
+        assert x.shape == (2, 13) and y.dtype == jnp.float32 and np.all(np.isfinite(y))
         np.testing.assert_allclose(y, x, atol=1e-5)
     for x, y in zip(ga, gb, strict=True):
         assert np.max(np.abs(np.asarray(x))) > 1e-2  # a dead gradient would pass trivially
         np.testing.assert_allclose(y, x, atol=1e-4)
+
+
+def test_vocab_chunk_prefers_divisors():
+    assert _pick_vocab_chunk(151_936, 16_384) == 9_496  # 151936 = 16 * 9496: no padded head copy
+    assert _pick_vocab_chunk(151_936, 20_000) == 18_992
+    assert _pick_vocab_chunk(53, 7) == 7  # prime V: pad
+    assert _pick_vocab_chunk(50, 0) == 50 and _pick_vocab_chunk(50, 64) == 50
 
 
 def test_chunked_callable_head_and_masked_target():
@@ -167,3 +179,24 @@ def test_chunked_never_materialises_full_fp32_logits():
     t_naive = naive_c.memory_analysis().temp_size_in_bytes
     t_chunk = chunked_c.memory_analysis().temp_size_in_bytes
     assert t_chunk * 4 < t_naive, (t_chunk, t_naive)
+
+
+def test_chunked_under_batch_sharding_matches_unsharded():
+    """The train step shards B over devices: the custom VJP must give the same values/grads."""
+    from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+    n = min(jax.device_count(), 4)
+    mesh = Mesh(np.array(jax.devices()[:n]), ("data",), axis_types=(AxisType.Auto,))
+    h, w, vmask, _ = _setup(B=n, T=8, seed=2)
+    tg = jax.random.randint(jax.random.PRNGKey(5), (n, 8), 0, 53)
+
+    def f(h, w):
+        lp, ent = hidden_to_logp_entropy(h, w, tg, chunk=4, vocab_chunk=16, vocab_mask_V=vmask)
+        return _objective(jnp.where(jnp.isfinite(lp), lp, 0.0), ent)
+
+    ref = jax.jit(jax.value_and_grad(f, (0, 1)))(h, w)
+    hs = jax.device_put(h, NamedSharding(mesh, PartitionSpec("data")))
+    got = jax.jit(jax.value_and_grad(f, (0, 1)))(hs, w)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5)
+    for x, y in zip(got[1], ref[1], strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-4)

@@ -3,10 +3,14 @@
 Two entry points compute the same numbers:
 
 * :func:`logits_to_logp_entropy` — the naive reference, from full ``[B, T, V]`` logits.
-* :func:`hidden_to_logp_entropy` — from final hidden states and the LM head, chunked over T (and
-  optionally over V with a streaming logsumexp) under ``jax.checkpoint``, so neither the forward
-  nor the backward pass ever holds more than one ``[B, chunk, V]`` (or ``[B, chunk, vocab_chunk]``)
-  block of fp32 logits. Differentiable: AutoTool's entropy term needs dH/dθ.
+* :func:`hidden_to_logp_entropy` — from final hidden states and the LM head, chunked over T and
+  optionally over V (streaming logsumexp), so neither the forward nor the backward pass ever
+  holds more than one ``[B, chunk, V]`` (or ``[B, chunk, vocab_chunk]``) block of fp32 logits.
+  Differentiable (AutoTool's entropy term needs dH/dθ). For a ``[D, V]`` head the gradient is an
+  explicit VJP that, like ``jax.checkpoint``, recomputes each logits block in the backward pass,
+  but with the analytic ``dz`` (one fused elementwise pass) and an in-place ``dW`` accumulator:
+  autodiff through the chunk would keep several ``[B, chunk, V]`` temporaries alive. A callable
+  head (e.g. a tied embedding's ``attend``) takes the generic ``jax.checkpoint`` + autodiff path.
 
 Masked vocabulary entries (``-inf`` logits, or ``vocab_mask_V = False``) have p = 0 and contribute
 exactly 0 to the entropy and 0 to every gradient (no ``0 * inf = nan``): products with the logits
@@ -20,6 +24,7 @@ distribution), computed from max-shifted logits so large logits do not lose prec
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -74,55 +79,133 @@ def _head_logits(h_BcD: Array, lm_head: LMHead, temperature: float) -> Array:
     return z.astype(jnp.float32) / temperature
 
 
-def _streaming_vocab(h_BcD: Array, w_DV: Array, tgt_Bc: Array, vmask_V: Array | None,
-                     vocab_chunk: int, temperature: float) -> tuple[Array, Array]:
-    """Online logsumexp / entropy over V chunks (flash-style rescaling of running sums).
+def _pick_vocab_chunk(V: int, requested: int) -> int:
+    """Columns per V-chunk: the whole V when off (0) or >= V; else the largest divisor of V in
+    [requested/2, requested] (no padded copy of the head); else ``requested`` (head is padded)."""
+    if requested <= 0 or requested >= V:
+        return V
+    for d in range(requested, (requested + 1) // 2 - 1, -1):
+        if V % d == 0:
+            return d
+    return requested
 
-    Carries per token: running max m, s0 = sum e^(z-m), s1 = sum e^(z-m)(z-m), target logit.
-    When the max moves from m to m': s0 *= r, s1 = r*(s1 + (m - m')*s0) with r = e^(m-m').
+
+def _vocab_slices(w_DV: Array, live_V: Array, i: Array, vc: int) -> tuple[Array, Array]:
+    return (jax.lax.dynamic_slice_in_dim(w_DV, i * vc, vc, axis=1),
+            jax.lax.dynamic_slice_in_dim(live_V, i * vc, vc))
+
+
+def _online_forward(h_BcD, w_DV, tgt_Bc, live_V, vc: int, temperature: float):
+    """Exact logp / entropy / lse of one T-chunk, streaming over V chunks (flash-style).
+
+    Carries per token: running max m, s0 = Σ e^(z-m), s1 = Σ e^(z-m)(z-m), target logit. When the
+    max moves from m to m': s0 *= r, s1 = r (s1 + (m - m') s0) with r = e^(m-m'). At the end
+    lse = m + log s0 and H = log s0 - s1/s0.
     """
-    D, V = w_DV.shape
-    n_v = -(-V // vocab_chunk)
-    pad = n_v * vocab_chunk - V
-    live_V = jnp.ones((V,), bool) if vmask_V is None else vmask_V.astype(bool)
-    if pad:  # padded columns are masked, so they change nothing
-        w_DV = jnp.pad(w_DV, ((0, 0), (0, pad)))
-        live_V = jnp.pad(live_V, (0, pad))
     lead = h_BcD.shape[:-1]
 
-    @jax.checkpoint
     def body(carry, i):
         m, s0, s1, zt = carry
-        start = i * vocab_chunk
-        w = jax.lax.dynamic_slice_in_dim(w_DV, start, vocab_chunk, axis=1)
-        live = jax.lax.dynamic_slice_in_dim(live_V, start, vocab_chunk)
+        w, live = _vocab_slices(w_DV, live_V, i, vc)
         z = _head_logits(h_BcD, w, temperature)
         finite = jnp.isfinite(z) & live
-        cmax = jnp.max(jnp.where(finite, z, -jnp.inf), axis=-1)
-        m_new = jax.lax.stop_gradient(jnp.maximum(m, cmax))
-        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # all-masked so far: nothing summed
+        m_new = jnp.maximum(m, jnp.max(jnp.where(finite, z, -jnp.inf), axis=-1))
+        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # nothing live yet: nothing summed
         shifted = jnp.where(finite, z - m_safe[..., None], -jnp.inf)
         e = jnp.exp(shifted)
-        safe = jnp.where(finite, shifted, 0.0)
-        delta = jnp.where(jnp.isfinite(m), m - m_safe, 0.0)  # (m - m') <= 0; 0 before any mass
+        delta = jnp.where(jnp.isfinite(m), m - m_safe, 0.0)  # (m - m') <= 0
         r = jnp.exp(delta)
-        s1 = r * (s1 + delta * s0) + jnp.sum(e * safe, axis=-1)
+        s1 = r * (s1 + delta * s0) + jnp.sum(e * jnp.where(finite, shifted, 0.0), axis=-1)
         s0 = r * s0 + jnp.sum(e, axis=-1)
-        local = tgt_Bc - start
-        hit = (local >= 0) & (local < vocab_chunk)
-        z_dead = jnp.where(finite, z, -jnp.inf)
-        zt_chunk = jnp.take_along_axis(z_dead, jnp.clip(local, 0, vocab_chunk - 1)[..., None],
-                                       axis=-1)[..., 0]
-        zt = jnp.where(hit, zt_chunk, zt)
-        return (m_new, s0, s1, zt), None
+        local = tgt_Bc - i * vc
+        hit = (local >= 0) & (local < vc)
+        z_dead = jnp.where(finite, z, -jnp.inf)  # a masked target scores -inf
+        zt_chunk = jnp.take_along_axis(z_dead, jnp.clip(local, 0, vc - 1)[..., None], -1)[..., 0]
+        return (m_new, s0, s1, jnp.where(hit, zt_chunk, zt)), None
 
-    init = (jnp.full(lead, -jnp.inf, jnp.float32), jnp.zeros(lead, jnp.float32),
-            jnp.zeros(lead, jnp.float32), jnp.full(lead, -jnp.inf, jnp.float32))
-    (m, s0, s1, zt), _ = jax.lax.scan(body, init, jnp.arange(n_v))
+    neg = jnp.full(lead, -jnp.inf, jnp.float32)
+    zero = jnp.zeros(lead, jnp.float32)
+    (m, s0, s1, zt), _ = jax.lax.scan(body, (neg, zero, zero, neg),
+                                      jnp.arange(w_DV.shape[1] // vc))
     log_s0 = jnp.log(s0)
-    entropy = log_s0 - s1 / s0
-    logp = zt - m - log_s0
-    return logp, entropy
+    lse = m + log_s0
+    return zt - lse, log_s0 - s1 / s0, lse
+
+
+def _chunk_backward(h_BcD, w_DV, tgt_Bc, live_V, lse_Bc, ent_Bc, g_lp, g_ent, dw_DV, vc: int,
+                    temperature: float):
+    """Gradients of one T-chunk, recomputing logits one V-chunk at a time.
+
+    With p = e^(z - lse): ∂logp_t/∂z_j = 1{j=t} - p_j and ∂H/∂z_j = -p_j (z_j - lse + H), so
+    dz = g_lp (1{j=t} - p) - g_H p (z - lse + H); masked columns have p = 0 and get 0.
+    ``dw_DV`` (fp32) is accumulated in place, slice by slice.
+    """
+    def body(carry, i):
+        dh, dw = carry
+        w, live = _vocab_slices(w_DV, live_V, i, vc)
+        z = _head_logits(h_BcD, w, temperature)
+        finite = jnp.isfinite(z) & live
+        logp_all = jnp.where(finite, z - lse_Bc[..., None], 0.0)
+        p = jnp.where(finite, jnp.exp(logp_all), 0.0)
+        onehot = (jnp.arange(vc) == (tgt_Bc - i * vc)[..., None]) & finite
+        dz = (g_lp[..., None] * (onehot - p)
+              - g_ent[..., None] * p * (logp_all + ent_Bc[..., None])) / temperature
+        dh = dh + jax.lax.dot_general(dz, w, (((dz.ndim - 1,), (1,)), ((), ())),
+                                      preferred_element_type=jnp.float32)
+        dw_chunk = jax.lax.dot_general(h_BcD, dz, ((tuple(range(h_BcD.ndim - 1)),
+                                                    tuple(range(dz.ndim - 1))), ((), ())),
+                                       preferred_element_type=jnp.float32)
+        old = jax.lax.dynamic_slice_in_dim(dw, i * vc, vc, axis=1)
+        dw = jax.lax.dynamic_update_slice_in_dim(dw, old + dw_chunk, i * vc, axis=1)
+        return (dh, dw), None
+
+    dh0 = jnp.zeros(h_BcD.shape, jnp.float32)
+    (dh, dw_DV), _ = jax.lax.scan(body, (dh0, dw_DV), jnp.arange(w_DV.shape[1] // vc))
+    return dh, dw_DV
+
+
+def _to_chunks(x_BT, chunk):  # [B, n*chunk, ...] -> [n, B, chunk, ...]
+    B, T = x_BT.shape[:2]
+    return x_BT.reshape(B, T // chunk, chunk, *x_BT.shape[2:]).swapaxes(0, 1)
+
+
+def _from_chunks(x_nBc):  # [n, B, chunk, ...] -> [B, n*chunk, ...]
+    n, B, c = x_nBc.shape[:3]
+    return x_nBc.swapaxes(0, 1).reshape(B, n * c, *x_nBc.shape[3:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _head_logp_entropy(h_BTD, w_DV, tgt_BT, live_V, chunk, vc, temperature):
+    return _head_fwd(h_BTD, w_DV, tgt_BT, live_V, chunk, vc, temperature)[0]
+
+
+def _head_fwd(h_BTD, w_DV, tgt_BT, live_V, chunk, vc, temperature):
+    def body(_, xs):
+        return None, _online_forward(xs[0], w_DV, xs[1], live_V, vc, temperature)
+
+    _, (lp, ent, lse) = jax.lax.scan(body, None, (_to_chunks(h_BTD, chunk),
+                                                  _to_chunks(tgt_BT, chunk)))
+    lp, ent, lse = _from_chunks(lp), _from_chunks(ent), _from_chunks(lse)
+    # Residuals are [B, T]-sized plus the inputs: no logits survive the forward pass.
+    return (lp, ent), (h_BTD, w_DV, tgt_BT, live_V, lse, ent)
+
+
+def _head_bwd(chunk, vc, temperature, res, g):
+    h_BTD, w_DV, tgt_BT, live_V, lse, ent = res
+    g_lp, g_ent = (jnp.where(jnp.isfinite(x), x, 0.0).astype(jnp.float32) for x in g)
+
+    def body(dw, xs):
+        h, tgt, lse_c, ent_c, gl, ge = xs
+        dh, dw = _chunk_backward(h, w_DV, tgt, live_V, lse_c, ent_c, gl, ge, dw, vc,
+                                 temperature)
+        return dw, dh
+
+    xs = tuple(_to_chunks(x, chunk) for x in (h_BTD, tgt_BT, lse, ent, g_lp, g_ent))
+    dw, dh = jax.lax.scan(body, jnp.zeros(w_DV.shape, jnp.float32), xs)
+    return (_from_chunks(dh).astype(h_BTD.dtype), dw.astype(w_DV.dtype), None, None)
+
+
+_head_logp_entropy.defvjp(_head_fwd, _head_bwd)
 
 
 def hidden_to_logp_entropy(
@@ -167,24 +250,34 @@ def hidden_to_logp_entropy(
     if pad:
         hidden_BTD = jnp.pad(hidden_BTD, ((0, 0), (0, pad), (0, 0)))
         targets_BT = jnp.pad(targets_BT, ((0, 0), (0, pad)))
-    # [n_t, B, chunk, ...]: scan over T-chunks, B kept whole (and sharded) inside each chunk.
-    h_chunks = hidden_BTD.reshape(B, n_t, chunk, D).swapaxes(0, 1)
-    t_chunks = targets_BT.reshape(B, n_t, chunk).swapaxes(0, 1)
+    if callable(lm_head):
+        logp_BT, ent_BT = _callable_head(hidden_BTD, lm_head, targets_BT, chunk, vocab_mask_V,
+                                         temperature)
+        return logp_BT[:, :T], ent_BT[:, :T]
+    V = lm_head.shape[1]
+    vc = _pick_vocab_chunk(V, vocab_chunk)
+    live_V = jnp.ones((V,), bool) if vocab_mask_V is None else vocab_mask_V.astype(bool)
+    w_DV = lm_head
+    v_pad = -(-V // vc) * vc - V
+    if v_pad:  # padded columns are dead, so they change nothing (costs one copy of the head)
+        w_DV = jnp.pad(w_DV, ((0, 0), (0, v_pad)))
+        live_V = jnp.pad(live_V, (0, v_pad))
+    logp_BT, ent_BT = _head_logp_entropy(hidden_BTD, w_DV, targets_BT, live_V, chunk, vc,
+                                         float(temperature))
+    return logp_BT[:, :T], ent_BT[:, :T]
 
-    @jax.checkpoint  # backward recomputes one chunk's logits instead of storing all of them
+
+def _callable_head(h_BTD, head, tgt_BT, chunk, vocab_mask_V, temperature):
+    """Generic path for a callable head: T-chunks under ``jax.checkpoint`` + plain autodiff, so
+    the backward recomputes one chunk's logits instead of storing all of them."""
+
+    @jax.checkpoint
     def one_chunk(h_BcD, tgt_Bc):
-        if vocab_chunk:
-            return _streaming_vocab(h_BcD, lm_head, tgt_Bc, vocab_mask_V, vocab_chunk,
-                                    temperature)
-        z = _head_logits(h_BcD, lm_head, temperature)
+        z = _head_logits(h_BcD, head, temperature)
         if vocab_mask_V is not None:
             z = jnp.where(vocab_mask_V.astype(bool), z, -jnp.inf)
         return _logp_entropy_block(z, tgt_Bc)
 
-    def body(_, xs):
-        return None, one_chunk(*xs)
-
-    _, (logp, ent) = jax.lax.scan(body, None, (h_chunks, t_chunks))
-    logp_BT = logp.swapaxes(0, 1).reshape(B, n_t * chunk)[:, :T]
-    ent_BT = ent.swapaxes(0, 1).reshape(B, n_t * chunk)[:, :T]
-    return logp_BT, ent_BT
+    _, (lp, ent) = jax.lax.scan(lambda _, xs: (None, one_chunk(*xs)), None,
+                                (_to_chunks(h_BTD, chunk), _to_chunks(tgt_BT, chunk)))
+    return _from_chunks(lp), _from_chunks(ent)
