@@ -8,6 +8,7 @@ from toolrl_jax.config.data import DataConfig
 from toolrl_jax.data import pipeline, prepare, synthetic
 from toolrl_jax.data.builders import Gsm8kTasks, JsonlTasks, TaskSource, prepare_builder
 from toolrl_jax.data.records import DataError
+from toolrl_jax.data.trajectories import template_renderer
 
 from .conftest import TOOLS
 
@@ -160,6 +161,14 @@ def test_sft_loader(synth, small_cfg, tokenizer):
                                   tokenizer=tokenizer))
     kept = [e for _ in range(5) for e in next(it)]  # the train loader repeats forever
     assert all(len(e["tokens"]) <= limit for e in kept)
+    # A result renderer (here: another wrapper) reaches every long example.
+    marked = dataclasses.replace(small_cfg, sft_policy="always_long")
+    it = iter(pipeline.sft_loader(marked, synth, batch_size=4, seed=0, tools=TOOLS,
+                                  tokenizer=tokenizer,
+                                  render_result=template_renderer("<result>[{result}]</result>")))
+    for e in next(it):
+        text = tokenizer.decode(e["tokens"][e["segment_kinds"] == 2])
+        assert text.startswith("<result>[") and "\n<result>" not in text
     # A limit nothing fits under is an error, not an endless search for a batch.
     impossible = dataclasses.replace(small_cfg, sft_max_len=5)
     it = iter(pipeline.sft_loader(impossible, synth, batch_size=4, seed=0, tools=TOOLS,

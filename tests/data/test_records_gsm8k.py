@@ -67,9 +67,9 @@ def test_gsm8k_first_row_golden():
     assert record["answer"] == "18" and record["task"] == "gsm8k"
     assert record["difficulty"] == "easy"  # two calculator steps
     assert record["trajectory"] == (
-        "Janet sells 16 - 3 - 4 = <calculator>16-3-4</calculator><result>\n9\n</result>"
+        "Janet sells 16 - 3 - 4 = <calculator>16-3-4</calculator>\n<result>\n9\n</result>\n"
         "9 duck eggs a day.\n"
-        "She makes 9 * 2 = $<calculator>9*2</calculator><result>\n18\n</result>"
+        "She makes 9 * 2 = $<calculator>9*2</calculator>\n<result>\n18\n</result>\n"
         "18 every day at the farmer’s market.\n<answer>18</answer>"
     )
     assert record["metadata"]["calls"] == 2 and record["metadata"]["mismatched"] == 0
@@ -78,7 +78,7 @@ def test_gsm8k_first_row_golden():
 def test_gsm8k_results_are_recomputed_not_copied():
     solution = "Cost 80,000*1.5=<<80000*1.5=120001>>120,001\nOdd <<ten=10>>10\n#### 1,200"
     trajectory, stats = gsm8k.solution_to_trajectory(solution)
-    assert "<calculator>80000*1.5</calculator><result>\n120000\n</result>" in trajectory
+    assert "<calculator>80000*1.5</calculator>\n<result>\n120000\n</result>\n" in trajectory
     assert "Odd ten=1010" in trajectory  # unevaluable annotation kept as text, no call
     assert trajectory.endswith("<answer>1200</answer>")
     assert stats == {"calls": 1, "mismatched": 1, "uncalled": 1}

@@ -13,7 +13,7 @@ RECORD = {
     "task": "arithmetic",
     "difficulty": "hard",
     "trajectory": "<think>Use the calculator for 437*86.</think>\n"
-    "<calculator>437*86</calculator><result>\n37582\n</result>\n<answer>37582</answer>",
+    "<calculator>437*86</calculator>\n<result>\n37582\n</result>\n<answer>37582</answer>",
     "metadata": {},
 }
 
@@ -46,8 +46,8 @@ def test_encode_masks_tool_results(tokenizer):
     # Loss only on model text (and the EOS), never on the tool result.
     assert tokenizer.decode(tokens[mask == 1]) == (
         "<think>Use the calculator for 437*86.</think>\n<calculator>437*86</calculator>"
-        "\n<answer>37582</answer><|im_end|>")
-    assert tokenizer.decode(tokens[kinds == 2]) == "<result>\n37582\n</result>"
+        "<answer>37582</answer><|im_end|>")
+    assert tokenizer.decode(tokens[kinds == 2]) == "\n<result>\n37582\n</result>\n"
     assert enc["mode"] == "long" and not enc["is_short"]
     assert tokens[-1] == tokenizer.eos_token_id and mask[-1] == 1
 
@@ -58,7 +58,7 @@ def test_segments_tokenise_as_the_rollout_appends_them(tokenizer):
     segs = split_segments(RECORD["trajectory"])
     ids = [tokenizer.encode(s.text, add_special_tokens=False) for s in segs]
     assert tokenizer.decode(ids[0])[-len("</calculator>"):] == "</calculator>"
-    assert tokenizer.decode(ids[1]).startswith("<result>")
+    assert tokenizer.decode(ids[1]) == "\n<result>\n37582\n</result>\n"
 
 
 def test_short_example_is_short(tokenizer):

@@ -9,6 +9,7 @@ from toolrl_jax.data import arithmetic, lookup, synthetic
 from toolrl_jax.data.expressions import calculate
 from toolrl_jax.data.records import check_record
 from toolrl_jax.data.splits import cycle_sample, split_of, stable_uniform
+from toolrl_jax.data.trajectories import join_segments, split_segments
 from toolrl_jax.data.verifiers import is_correct
 
 CFG = DataConfig(num_train=400, num_heldout=100, num_rare=80)
@@ -62,8 +63,9 @@ def test_records_are_valid_and_answers_right(splits):
         for r in records:
             check_record(r)
             assert r["difficulty"] in ("easy", "hard")
-            # The long trajectory ends in the right answer.
+            # The long trajectory ends in the right answer and is stored in canonical form.
             assert is_correct(r, r["trajectory"]), r
+            assert join_segments(split_segments(r["trajectory"])) == r["trajectory"]
             if r["task"] == "arithmetic":
                 assert r["answer"] == str(eval(r["metadata"]["expression"]))  # noqa: S307
 
@@ -114,10 +116,10 @@ def test_generation_is_deterministic():
 def test_arithmetic_trajectory_holds_real_tool_output():
     text = arithmetic.trajectory_for("437*86", "calculator")
     assert text == ("<think>Use the calculator for 437*86.</think>\n"
-                    "<calculator>437*86</calculator><result>\n37582\n</result>\n"
+                    "<calculator>437*86</calculator>\n<result>\n37582\n</result>\n"
                     "<answer>37582</answer>")
     py = arithmetic.trajectory_for("12+30+7+1", "python")
-    assert "<python>print(12+30+7+1)</python><result>\n50\n</result>" in py
+    assert "<python>print(12+30+7+1)</python>\n<result>\n50\n</result>\n" in py
 
 
 def test_easy_arithmetic_pool():

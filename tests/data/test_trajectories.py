@@ -1,42 +1,65 @@
 import pytest
 
 from toolrl_jax.data.trajectories import (
+    DEFAULT_RESULT_TEMPLATE,
     Segment,
     choose_mode,
     detect_mode,
     format_tool_result,
     join_segments,
     split_segments,
+    template_renderer,
+    tool_renderer,
 )
 
 LONG = ("<think>Use the calculator for 437*86.</think>\n<calculator>437*86</calculator>"
-        "<result>\n37582\n</result>\n<answer>37582</answer>")
+        "\n<result>\n37582\n</result>\n<answer>37582</answer>")
 
 
 def test_split_segments_golden():
     assert split_segments(LONG) == (
         Segment("model", "<think>Use the calculator for 437*86.</think>\n"
                          "<calculator>437*86</calculator>"),
-        Segment("tool_result", "<result>\n37582\n</result>"),
-        Segment("model", "\n<answer>37582</answer>"),
+        Segment("tool_result", "\n<result>\n37582\n</result>\n"),
+        Segment("model", "<answer>37582</answer>"),
     )
-    assert join_segments(split_segments(LONG)) == LONG
+    assert join_segments(split_segments(LONG)) == LONG  # the stored form is the canonical one
 
 
-def test_split_segments_short_and_adjacent_results():
+def test_whitespace_around_results_is_normalised():
+    # Compact or spaced-out stored forms render the same way the rollout engine appends results.
+    compact = ("<calculator>437*86</calculator><result>37582</result><answer>37582</answer>")
+    spaced = ("<calculator>437*86</calculator>  \n<result>\n37582\n</result>\n\n "
+              "<answer>37582</answer>")
+    expected = split_segments("<calculator>437*86</calculator>\n<result>\n37582\n</result>\n"
+                              "<answer>37582</answer>")
+    assert split_segments(compact) == expected == split_segments(spaced)
+
+
+def test_two_calls_and_multiline_output():
+    text = ("<search>a</search>\n<result>\n[1] A\nline two\n</result>\n"
+            "<python>print('x\\n')</python>\n<result>\nx\n\n</result>\n<answer>x</answer>")
+    segs = split_segments(text)
+    assert [s.kind for s in segs] == ["model", "tool_result", "model", "tool_result", "model"]
+    assert segs[1].text == "\n<result>\n[1] A\nline two\n</result>\n"
+    assert segs[3].text == "\n<result>\nx\n\n</result>\n"  # the output's own newline is kept
+    assert segs[2].text == "<python>print('x\\n')</python>"
+
+
+def test_short_completion_is_one_model_segment():
     assert split_segments("<answer>4</answer>") == (Segment("model", "<answer>4</answer>"),)
-    text = "<result>\na\n</result><result>\nb\n</result>"
-    kinds = [s.kind for s in split_segments(text)]
-    assert kinds == ["tool_result", "tool_result"]
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("a <result>\n1\n", "never closed"),
+        ("<calculator>1</calculator> <result>\n1\n", "never closed"),
         ("a </result> b", "without '<result>'"),
-        ("<result>x</result> </result>", "without '<result>'"),
-        ("<result> <result> </result>", "nested"),
+        ("<calculator>1</calculator><result>x</result> </result>", "without '<result>'"),
+        ("<calculator>1</calculator><result> <result> </result>", "nested"),
+        ("I think <result>\n4\n</result>", "does not follow a tool call"),
+        ("<calculator>1</calculator><result>1</result><result>1</result>", "char 44 does not"),
+        ("<weather>x</weather><result>1</result>", "does not follow a tool call"),
     ],
 )
 def test_split_segments_errors(text, message):
@@ -44,8 +67,40 @@ def test_split_segments_errors(text, message):
         split_segments(text)
 
 
-def test_format_tool_result():
-    assert format_tool_result("7") == "<result>\n7\n</result>"
+def test_template_matches_the_xml_syntax():
+    from toolrl_jax.tools.syntax.xml_tags import XmlSyntax
+
+    assert DEFAULT_RESULT_TEMPLATE == XmlSyntax.default_result_template
+    assert format_tool_result("{x}") == "\n<result>\n{x}\n</result>\n"  # braces are safe
+
+
+def test_template_renderer():
+    render = template_renderer("<output>{result}</output>")
+    segs = split_segments(LONG, render)
+    assert segs[1] == Segment("tool_result", "<output>37582</output>")
+    with pytest.raises(ValueError, match="must contain"):
+        template_renderer("no slot")
+
+
+def test_tool_renderer_runs_the_real_tools(tmp_path):
+    from toolrl_jax.tools.calculator import CalculatorTool
+    from toolrl_jax.tools.executor import ToolExecutor
+    from toolrl_jax.tools.search import SearchTool
+    from toolrl_jax.tools.syntax.xml_tags import XmlSyntax
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "1", "title": "Bavuv", "text": "Bavuv is a city in Vomutia."}\n')
+    syntax = XmlSyntax(["calculator", "search"])
+    with ToolExecutor({"calculator": CalculatorTool(),
+                       "search": SearchTool.from_jsonl(str(corpus))}) as executor:
+        render = tool_renderer(syntax, executor)
+        segs = split_segments(LONG, render)
+        assert segs[1].text == "\n<result>\n37582\n</result>\n"
+        text = "<search>Bavuv</search><result>stale</result><answer>Vomutia</answer>"
+        assert split_segments(text, render)[1].text == (
+            "\n<result>\n[1] Bavuv\nBavuv is a city in Vomutia.\n</result>\n")
+        with pytest.raises(ValueError, match="failed while rendering"):
+            split_segments("<calculator>1/0</calculator><result>1</result>", render)
 
 
 def test_detect_mode():

@@ -53,7 +53,7 @@ def trajectory_for(expr: str, tool: Literal["calculator", "python"]) -> str:
     else:
         plan, call = "Python", f"<python>print({expr})</python>"
     return (
-        f"<think>Use {plan} for {expr}.</think>\n{call}{format_tool_result(value)}\n"
+        f"<think>Use {plan} for {expr}.</think>\n{call}{format_tool_result(value)}"
         f"<answer>{value}</answer>"
     )
 

@@ -5,8 +5,8 @@ made). Each becomes ``<calculator>expr</calculator>`` + the ``<result>`` block t
 and the final ``#### 18`` line becomes ``<answer>18</answer>``::
 
     Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.
- -> Janet sells 16 - 3 - 4 = <calculator>16-3-4</calculator><result>\\n9\\n</result>9 duck eggs
-    a day.
+ -> Janet sells 16 - 3 - 4 = <calculator>16-3-4</calculator>\\n<result>\\n9\\n</result>\\n9 duck
+    eggs a day.
 
 The result is recomputed exactly (:mod:`toolrl_jax.data.expressions`) rather than copied from the
 annotation: the trajectory must show what the calculator prints. Annotations that disagree with

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from toolrl_jax.data.records import make_record
@@ -141,21 +141,19 @@ def passage_text(passage: Mapping[str, str]) -> str:
     return passage["text"]
 
 
-def trajectory_for(item: Mapping[str, Any],
-                   search_fn: Callable[[str], str] | None = None) -> str:
+def trajectory_for(item: Mapping[str, Any]) -> str:
     """Long-mode completion: a brief plan, one search per hop with its result, the answer.
 
-    ``search_fn(query) -> str`` is the search tool; the default returns the gold passage, which is
-    what a BM25 tool ranks first for these queries.
+    The stored result is the gold passage — what a BM25 tool ranks first for these queries. SFT
+    can re-render it with the real search tool's output (see :mod:`.trajectories`).
     """
     hops = item["hops"]
     plan = ("Search for where they live, then that city's country." if len(hops) == 2
             else "Search for the fact.")
-    parts = [f"<think>{plan}</think>"]
+    parts = [f"<think>{plan}</think>\n"]
     for query, passage in hops:
-        output = search_fn(query) if search_fn is not None else passage_text(passage)
-        parts.append(f"\n<search>{query}</search>{format_tool_result(output)}")
-    parts.append(f"\n<answer>{item['answer']}</answer>")
+        parts.append(f"<search>{query}</search>{format_tool_result(passage_text(passage))}")
+    parts.append(f"<answer>{item['answer']}</answer>")
     return "".join(parts)
 
 

@@ -23,6 +23,7 @@ from toolrl_jax.data.builders import TaskSource
 from toolrl_jax.data.prompts import prompt_messages
 from toolrl_jax.data.sft import encode_prompt, encode_sft_example, make_sft_example
 from toolrl_jax.data.splits import HELDOUT, TRAIN
+from toolrl_jax.data.trajectories import ResultRenderer
 
 
 class AddPrompt(grain.transforms.Map):
@@ -42,12 +43,18 @@ class AddPrompt(grain.transforms.Map):
 class EncodeSFT(grain.transforms.Map):
     """Record -> labelled (short/long) SFT example -> tokens, loss mask (see :mod:`.sft`)."""
 
-    def __init__(self, cfg: DataConfig, tokenizer: Any, tools: Sequence[str]):
+    def __init__(self, cfg: DataConfig, tokenizer: Any, tools: Sequence[str],
+                 render_result: ResultRenderer | None = None):
         self._cfg, self._tokenizer, self._tools = cfg, tokenizer, tuple(tools)
+        self._render = render_result
 
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
-        example = make_sft_example(record, policy=self._cfg.sft_policy, p_long=self._cfg.sft_p_long,
-                                   seed=self._cfg.seed, tools=self._tools)
+        try:
+            example = make_sft_example(record, policy=self._cfg.sft_policy,
+                                       p_long=self._cfg.sft_p_long, seed=self._cfg.seed,
+                                       tools=self._tools, render_result=self._render)
+        except ValueError as e:
+            raise ValueError(f"SFT example {record['id']!r}: {e}") from e
         encoded = encode_sft_example(self._tokenizer, example)
         encoded["task"], encoded["difficulty"] = record["task"], record["difficulty"]
         return encoded
@@ -148,18 +155,22 @@ def sft_loader(
     seed: int,
     tools: Sequence[str],
     tokenizer: Any,
+    render_result: ResultRenderer | None = None,
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> grain.DataLoader:
     """AutoTool warm-up batches from the train split: each item is :func:`encode_sft_example`'s
-    dict plus ``task`` and ``difficulty``; examples over ``cfg.sft_max_len`` tokens are dropped."""
+    dict plus ``task`` and ``difficulty``; examples over ``cfg.sft_max_len`` tokens are dropped.
+
+    Pass ``render_result=tool_renderer(syntax, executor)`` to show the real tools' output, exactly
+    as rollouts will (with ``worker_count=0``: an executor does not pickle into workers)."""
     return make_loader(
         TaskSource(builder, TRAIN),
         batch_size=batch_size,
         seed=seed,
         shuffle=cfg.shuffle,
         num_epochs=cfg.num_epochs or None,
-        operations=[EncodeSFT(cfg, tokenizer, tools), MaxLength(cfg.sft_max_len)],
+        operations=[EncodeSFT(cfg, tokenizer, tools, render_result), MaxLength(cfg.sft_max_len)],
         shard_index=shard_index,
         shard_count=shard_count,
         worker_count=cfg.worker_count,

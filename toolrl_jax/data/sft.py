@@ -17,6 +17,7 @@ import numpy as np
 from toolrl_jax.data.prompts import prompt_messages
 from toolrl_jax.data.trajectories import (
     Policy,
+    ResultRenderer,
     SFTExample,
     choose_mode,
     short_completion,
@@ -25,11 +26,19 @@ from toolrl_jax.data.trajectories import (
 
 
 def make_sft_example(
-    record: Mapping[str, Any], *, policy: Policy, p_long: float, seed: int, tools: Sequence[str]
+    record: Mapping[str, Any],
+    *,
+    policy: Policy,
+    p_long: float,
+    seed: int,
+    tools: Sequence[str],
+    render_result: ResultRenderer | None = None,
 ) -> SFTExample:
     """Labels ``record`` short or long by ``policy`` and builds its example.
 
     A record without a trajectory has no long form and is always short (its ``mode`` says so).
+    ``render_result`` renders each tool result (default: the XML wrapper around the stored
+    output; :func:`~toolrl_jax.data.trajectories.tool_renderer` runs the real tools).
     """
     mode = choose_mode(policy, item_id=record["id"], difficulty=record["difficulty"],
                        p_long=p_long, seed=seed)
@@ -39,7 +48,7 @@ def make_sft_example(
     return SFTExample(
         id=record["id"],
         messages=prompt_messages(record["question"], tools),
-        segments=split_segments(text),
+        segments=split_segments(text, render_result),
         mode=mode,
     )
 
