@@ -10,7 +10,7 @@ from toolrl_jax.rl import losses as L
 # Jitted once per shape/static choice (eager dispatch compiles every primitive separately).
 aggregate = jax.jit(L.aggregate, static_argnums=2)
 autotool_beta = jax.jit(L.autotool_beta,
-                        static_argnames=("beta_short", "target_short", "target_long"))
+                        static_argnames=("beta_short", "target_short", "target_long", "gate"))
 kl_penalty = jax.jit(L.kl_penalty, static_argnames=("estimator", "clamp"))
 ppo_clip_loss = jax.jit(L.ppo_clip_loss, static_argnames=("dual_clip",))
 update_beta_long = jax.jit(L.update_beta_long, static_argnames=("beta_max",))
@@ -117,9 +117,20 @@ def test_autotool_beta_gating():
     mode = np.array([1, 1, 0, 0])
     beta, h, long_ = autotool_beta(ent, np.ones((4, 2)), mode, 0.02, beta_short=0.5,
                                    target_short=0.1, target_long=0.2)
-    np.testing.assert_allclose(beta, [0.5, 0.0, 0.02, 0.0])
+    np.testing.assert_allclose(beta, np.repeat([[0.5], [0.0], [0.02], [0.0]], 2, axis=1))
     np.testing.assert_allclose(h, [0.05, 0.15, 0.1, 0.3], rtol=1e-6)
     np.testing.assert_array_equal(long_, [0, 0, 1, 1])
+
+
+def test_autotool_token_gate():
+    # One short row with token entropies (.05, .3): row mean .175 > H_s = .1, so the row gate
+    # gives β = 0 on both tokens; the token gate keeps β_s on the .05 token only.
+    ent = np.array([[0.05, 0.3]], np.float32)
+    kw = dict(beta_short=0.5, target_short=0.1, target_long=0.2)
+    row = autotool_beta(ent, np.ones((1, 2)), np.array([1]), 0.02, **kw)[0]
+    tok = autotool_beta(ent, np.ones((1, 2)), np.array([1]), 0.02, gate="token", **kw)[0]
+    np.testing.assert_allclose(row, [[0.0, 0.0]])
+    np.testing.assert_allclose(tok, [[0.5, 0.0]])
 
 
 def test_autotool_entropy_gradient_is_exactly_minus_beta():

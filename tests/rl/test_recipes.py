@@ -100,6 +100,9 @@ def test_presets_follow_design():
     assert (RLConfig().tao_coef, RLConfig().autotool_target_short,
             RLConfig().autotool_target_long, RLConfig().autotool_beta_short,
             RLConfig().autotool_beta_long_init) == (0.01, 0.1, 0.2, 0.0, 1e-2)
+    # Open details, pinned: TEPO α, the n = 0 case, what AutoTool's H_i averages over.
+    assert (RLConfig().tepo_alpha, RLConfig().tepo_no_call_ratio,
+            RLConfig().autotool_entropy_gate) == (0.5, 1.0, "row_mean")
 
 
 def test_config_overrides_combine_components():

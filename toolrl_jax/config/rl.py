@@ -125,8 +125,11 @@ class RLConfig:
     autotool_rewards: tuple[float, float, float, float] = (1.0, 0.5, -0.5, -1.0)
 
     # --- AutoTool entropy term ---------------------------------------------------------------------
-    # H_i is the mean token entropy of row i over its loss tokens (the per-token term -beta_i*H_t
-    # aggregated with seq-mean-token-mean gives exactly mean_i beta_i*H_i).
+    # What the gate 1{H <= target} looks at. "row_mean" (default): H_i = mean token entropy of row
+    # i over its loss tokens, since the paper's H_i and mode m_i are per sample; the per-token term
+    # -beta_i*H_t aggregated with seq-mean-token-mean is then exactly mean_i beta_i*H_i. "token":
+    # each token is gated by its own H_t (bonus only on low-entropy tokens). L_beta always uses H_i.
+    autotool_entropy_gate: Literal["row_mean", "token"] = "row_mean"
     autotool_target_short: float = 0.1  # H_s
     autotool_target_long: float = 0.2  # H_l
     autotool_beta_short: float = 0.0  # beta_s (fixed)

@@ -118,19 +118,29 @@ def autotool_beta(
     beta_short: float,
     target_short: float,
     target_long: float,
+    gate: str = "row_mean",
 ) -> tuple[Array, Array, Array]:
     """AutoTool's gated coefficient ``β_i = β_s m_i 1{H_i<=H_s} + β_l (1-m_i) 1{H_i<=H_l}``.
 
-    ``H_i`` is the row's mean token entropy (stop-gradient: the gate is a switch, not a path).
-    The bonus only acts on rows *below* their mode's target, pushing entropy up towards it.
+    ``gate="row_mean"``: ``H_i`` is the row's mean token entropy; ``gate="token"``: each token is
+    gated by its own ``H_t``. Gate entropies are stop-gradient (a switch, not a path). The bonus
+    only acts *below* the mode's target, pushing entropy up towards it.
 
-    Returns ``(beta_B, H_B, long_B)`` with ``long_B`` = long-mode rows that have loss tokens.
+    Returns ``(beta_BT, H_B, long_B)``: per-token coefficients (constant along T for
+    ``row_mean``), row mean entropies, and long-mode rows that have loss tokens.
     """
     h_B, has_B = row_mean_entropy(entropy_BT, mask_BT)
-    short = jnp.asarray(short_mode_B) > 0.5
+    if gate == "row_mean":
+        h_gate = h_B[:, None]
+    elif gate == "token":
+        h_gate = jax.lax.stop_gradient(jnp.asarray(entropy_BT, jnp.float32))
+    else:
+        raise ValueError(f"unknown AutoTool entropy gate {gate!r}; choose row_mean or token")
+    short = (jnp.asarray(short_mode_B) > 0.5)[:, None]
     b_l = jax.lax.stop_gradient(jnp.asarray(beta_long, jnp.float32))
-    beta = jnp.where(short, beta_short * (h_B <= target_short), b_l * (h_B <= target_long))
-    return beta.astype(jnp.float32), h_B, has_B & ~short
+    beta = jnp.where(short, beta_short * (h_gate <= target_short), b_l * (h_gate <= target_long))
+    beta = jnp.broadcast_to(beta, jnp.shape(entropy_BT)).astype(jnp.float32)
+    return beta, h_B, has_B & ~short[:, 0]
 
 
 def beta_long_grad_pair(h_B: Array, long_B: Array, target_long: float) -> Pair:
@@ -203,7 +213,7 @@ def rl_loss(
     """The full per-token RL loss, aggregated once: ``(loss_sum, denom, metrics)``.
 
     ``ℓ_t = PPO_t + kl_coef·KL_t − entropy_coef·H_t − β_i·H_t`` (last term only when ``autotool``
-    holds ``beta_short/target_short/target_long``). Every term shares one aggregation, so one
+    holds the keyword arguments of :func:`autotool_beta`). Every term shares one aggregation, so one
     (sum, denominator) pair carries the whole objective; with ``seq_mean_token_mean`` the AutoTool
     term is exactly ``mean_i β_i H_i``. ``entropy_BT`` is the *current* policy's entropy and
     carries gradient only through the two entropy terms; advantages are data.
@@ -229,12 +239,10 @@ def rl_loss(
     if entropy_coef:
         total = total - entropy_coef * ent
     if autotool is not None:
-        beta_B, h_B, long_B = autotool_beta(entropy_BT, loss_mask_BT, short_mode_B, beta_long,
-                                            **autotool)
-        total = total - beta_B[:, None] * ent
-        has = row_mean_entropy(entropy_BT, loss_mask_BT)[1]
-        metrics["autotool/beta_i"] = (jnp.sum(jnp.where(has, beta_B, 0.0)),
-                                      jnp.sum(has.astype(jnp.float32)))
+        beta_BT, h_B, long_B = autotool_beta(entropy_BT, loss_mask_BT, short_mode_B, beta_long,
+                                             **autotool)
+        total = total - beta_BT * ent
+        metrics["autotool/beta"] = _mean_pair(beta_BT, valid)
         metrics["autotool/beta_long_grad"] = beta_long_grad_pair(h_B, long_B,
                                                                  autotool["target_long"])
     loss_sum, denom = aggregate(total, loss_mask_BT, agg, agg_constant)

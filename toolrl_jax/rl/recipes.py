@@ -235,7 +235,8 @@ def make_recipe(rl_cfg: RLConfig, *, group_size: int, max_new_tokens: int) -> Re
     cfg = rl_cfg.resolved()
     constant = float(cfg.loss_constant or max_new_tokens)
     autotool = (dict(beta_short=cfg.autotool_beta_short, target_short=cfg.autotool_target_short,
-                     target_long=cfg.autotool_target_long) if cfg.autotool_entropy else None)
+                     target_long=cfg.autotool_target_long, gate=cfg.autotool_entropy_gate)
+                if cfg.autotool_entropy else None)
     loss_kw = dict(agg=cfg.loss_agg, eps_low=cfg.clip_eps_low, eps_high=cfg.clip_eps_high,
                    dual_clip=cfg.dual_clip, agg_constant=constant, kl_coef=cfg.kl_coef,
                    kl_estimator=cfg.kl_estimator, kl_clamp=cfg.kl_clamp,
