@@ -231,13 +231,15 @@ def hidden_to_logp_entropy(
         embedding's ``attend``). V chunking needs the weight array.
       targets_BT: int token ids to score at each position.
       chunk: positions per T-chunk (``train.logit_chunk``); T is padded up to a multiple.
-      vocab_chunk: columns per V-chunk for the streaming logsumexp; 0 = whole vocabulary.
+      vocab_chunk: columns per V-chunk for the streaming logsumexp (``rl.vocab_chunk``); 0 or
+        >= V = whole vocabulary. A divisor of V in [vocab_chunk/2, vocab_chunk] is preferred so
+        the head is not padded (copied).
       vocab_mask_V: optional bool ``[V]``; False entries are excluded from the distribution
         (padded vocabulary rows of the head).
-      temperature: sampling temperature.
+      temperature: sampling temperature (a Python float: it is static in the custom VJP).
 
     Returns:
-      ``(logp_BT, entropy_BT)`` fp32.
+      ``(logp_BT, entropy_BT)`` fp32. Gradients flow to ``hidden_BTD`` and ``lm_head``.
     """
     B, T, D = hidden_BTD.shape
     if chunk <= 0:
