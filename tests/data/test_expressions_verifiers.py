@@ -19,13 +19,22 @@ from toolrl_jax.data.verifiers import (
         ("1234+567+89+4021", "5911"),
         ("80000*1.5", "120000"),  # exact, no float artefact
         ("0.1+0.2", "0.3"),
-        ("2/3", "0.6666666667"),
+        ("2/3", "0.666666666666667"),
         ("-(3-5)**2", "-4"),
         ("7//2 + 7%2", "4"),
     ],
 )
 def test_calculate_golden(expr, expected):
     assert calculate(expr) == expected
+
+
+@pytest.mark.parametrize("expr", ["437*86", "80000*1.5", "0.1+0.2", "2/3", "7/4", "10/4*3",
+                                  "-(3-5)**2", "1234+567+89+4021"])
+def test_calculate_matches_the_calculator_tool(expr):
+    from toolrl_jax.tools.calculator import CalculatorTool
+
+    result = CalculatorTool().call({"expression": expr})
+    assert calculate(expr) == result.text
 
 
 def test_evaluate_is_exact():

@@ -44,7 +44,9 @@ class DataConfig:
     # Half easy / half hard: a model that always calls a tool and one that never does both leave
     # accuracy or efficiency on the table, which is the gap RL is meant to close.
     hard_fraction: float = 0.5
-    seed: int = 0  # sampling seed of the synthetic items (train uses seed, held-out seed + 1)
+    # Sampling seed of the synthetic items (train uses seed, held-out seed + 1) and key of the
+    # `random` SFT labelling coin (per item id, so a resumed run labels items the same way).
+    seed: int = 0
     world_seed: int = 0  # the lookup world (entities + passages); shared by train and held-out
     num_countries: int = 6
     num_cities: int = 18

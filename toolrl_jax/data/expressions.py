@@ -60,11 +60,12 @@ def evaluate(expr: str) -> Fraction:
 
 
 def format_number(value: Fraction | int | float) -> str:
-    """Integers print without a decimal point; other values as at most 10 significant digits."""
+    """Integers print without a decimal point, other values with 15 significant digits — the
+    format of the shipped calculator tool (``tools.calculator.format_number``)."""
     value = Fraction(value) if not isinstance(value, float) else Fraction(str(value))
     if value.denominator == 1:
         return str(value.numerator)
-    return f"{float(value):.10g}"
+    return f"{float(value):.15g}"
 
 
 def calculate(expr: str) -> str:

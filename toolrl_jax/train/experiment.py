@@ -20,7 +20,7 @@ from toolrl_jax.models.decoder import init_sharded
 from toolrl_jax.models.hf import load_hf
 from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams
 from toolrl_jax.rollout.engine import EngineLimits, RolloutEngine
-from toolrl_jax.sharding import make_mesh
+from toolrl_jax.sharding import check_batch_divisible, make_mesh
 from toolrl_jax.tools.registry import build_executor, build_syntax
 from toolrl_jax.train.state import Policy, create_state
 
@@ -43,6 +43,13 @@ class Experiment:
         with open(workdir / "config.json", "w") as f:
             json.dump(to_dict(cfg), f, indent=2)
         mesh = make_mesh(cfg.mesh)
+        rows = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+        if cfg.mode in ("sft", "pipeline"):
+            check_batch_divisible(cfg.sft.batch_size, mesh, "config.sft.batch_size")
+        if cfg.mode in ("rl", "pipeline"):
+            check_batch_divisible(rows // cfg.train.mini_batches, mesh,
+                                  "rollout rows per mini-batch (prompts_per_step*group_size/"
+                                  "train.mini_batches)")
         builder = prepare_dataset(cfg.data, workdir)
         tools_cfg = cfg.tools
         if "search" in tools_cfg.enabled and not tools_cfg.search.corpus_path:

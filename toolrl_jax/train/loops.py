@@ -106,8 +106,12 @@ def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
 
 # ---------------------------------------------------------------------------------------- RL
 def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
-           step_offset: int = 0) -> Path:
-    """RL from ``init_dir`` (an HF export, e.g. the SFT policy) or the config's model."""
+           step_offset: int = 0, stop_after: int | None = None) -> Path | None:
+    """RL from ``init_dir`` (an HF export, e.g. the SFT policy) or the config's model.
+
+    ``stop_after`` simulates a preemption (tests): return after that many steps in total,
+    leaving only checkpoints behind, exactly as a killed run would.
+    """
     cfg = exp.cfg
     out = exp.workdir / "rl_policy"
     if _is_done(out):
@@ -144,6 +148,9 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
                               max_rows=4 * cfg.rollout.group_size)
             ckpt.save(step + 1, state, {"data_iter": it.get_state(), "phase": "rl"},
                       force=step + 1 == cfg.train.steps)
+            if stop_after is not None and step + 1 >= stop_after:
+                ckpt.close()
+                return None
     progress.close()
     ckpt.close()
     return _export(exp, policy, state["params"], "rl_policy")

@@ -27,11 +27,13 @@ Pair = tuple[jax.Array, jax.Array]
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array, dict[str, Pair]]]
 
 
-def token_logp_entropy(model, batch: dict, chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Current-policy ``(logp, entropy)`` for tokens 1..T−1, shape ``[B, T−1]``, chunked over T."""
+def token_logp_entropy(model, batch: dict, chunk: int,
+                       vocab_chunk: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Current-policy ``(logp, entropy)`` for tokens 1..T−1, ``[B, T−1]``; chunked over T (and V
+    when ``vocab_chunk`` > 0), so ``[B, T, V]`` fp32 logits never exist."""
     hidden = model.hidden(batch["tokens_BT"], batch["attn_mask_BT"])
     return hidden_to_logp_entropy(hidden[:, :-1], model.lm_head_weight(), batch["tokens_BT"][:, 1:],
-                                  chunk=chunk)
+                                  chunk=chunk, vocab_chunk=vocab_chunk)
 
 
 def sft_loss_fn(chunk: int) -> LossFn:
@@ -40,13 +42,16 @@ def sft_loss_fn(chunk: int) -> LossFn:
     def loss(model, batch, beta_long):
         logp, ent = token_logp_entropy(model, batch, chunk)
         mask = batch["loss_mask_BT"][:, 1:].astype(jnp.float32)
+        on = mask > 0
         n = jnp.sum(mask)
+        # where, not multiply: a masked-out position may hold logp = -inf (vocab masks).
+        nll = jnp.sum(jnp.where(on, -logp * mask, 0.0))
         metrics = {
-            "sft/nll": (jnp.sum(-logp * mask), n),
-            "policy/entropy": (jnp.sum(jax.lax.stop_gradient(ent) * mask), n),
-            "sft/token_acc": (jnp.sum((logp > jnp.log(0.5)) * mask), n),
+            "sft/nll": (nll, n),
+            "policy/entropy": (jnp.sum(jnp.where(on, jax.lax.stop_gradient(ent) * mask, 0.0)), n),
+            "sft/token_acc": (jnp.sum(jnp.where(on, (logp > jnp.log(0.5)) * mask, 0.0)), n),
         }
-        return jnp.sum(-logp * mask), jax.lax.stop_gradient(n), metrics
+        return nll, jax.lax.stop_gradient(n), metrics
 
     return loss
 
@@ -55,7 +60,7 @@ def rl_loss_fn(recipe, chunk: int) -> LossFn:
     """The recipe's policy loss on the current policy's logprobs and entropies."""
 
     def loss(model, batch, beta_long):
-        logp, ent = token_logp_entropy(model, batch, chunk)
+        logp, ent = token_logp_entropy(model, batch, chunk, recipe.config.vocab_chunk)
         ref = batch.get("ref_logp_BT")
         loss_sum, denom, metrics = recipe.loss(
             logp, ent, batch["old_logp_BT"][:, 1:], batch["advantages_BT"][:, 1:],

@@ -1,0 +1,40 @@
+"""Overrides that shrink any shipped config to a seconds-long CPU run (tests only)."""
+
+from __future__ import annotations
+
+TINY_OVERRIDES = {
+    "model.hidden_size": 32,
+    "model.intermediate_size": 64,
+    "model.num_layers": 1,
+    "model.num_heads": 2,
+    "model.num_kv_heads": 1,
+    "model.head_dim": 0,
+    "model.vocab_size": 512,
+    "model.param_dtype": "float32",
+    "model.dtype": "float32",
+    "model.init_from": "",
+    "data.num_train": 64,
+    "data.num_heldout": 8,
+    "data.demo_vocab_size": 400,
+    "sft.steps": 2,
+    "sft.batch_size": 4,
+    "rollout.prompts_per_step": 2,
+    "rollout.group_size": 2,
+    "rollout.max_new_tokens": 12,
+    "rollout.segment_len": 12,
+    "train.steps": 2,
+    "train.mini_batches": 1,
+    "train.micro_batch_size": 0,
+    "train.checkpoint_every": 1,
+    "train.save_rollouts_every": 1,
+    "eval.max_items": 4,
+    "eval.prompts_per_batch": 4,
+    "mesh.data": 1,
+    "mesh.fsdp": 1,
+    "mesh.tensor": 1,
+}
+
+
+def tiny_overrides(workdir: str, **extra) -> dict:
+    """Overrides for ``toolrl_jax.config.load``; keys a config lacks are skipped by the caller."""
+    return {**TINY_OVERRIDES, "workdir": workdir, **extra}
