@@ -38,8 +38,6 @@ def get_config():
     c.data.sft_max_len = 128
 
     c.tools.enabled = ("calculator",)
-    # Exactly the result block the SFT trajectories contain, so RL rollouts see the same tokens.
-    c.tools.result_template = "<result>\n{result}\n</result>"
 
     c.sft.steps = 300
     c.sft.batch_size = 32

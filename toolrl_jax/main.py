@@ -53,6 +53,10 @@ def _run_training_mode(cfg) -> int:
     try:
         if cfg.mode == "pipeline":
             run_pipeline(exp)
+        elif cfg.mode == "compare":
+            from toolrl_jax.train.compare import run_compare
+
+            print(f"comparison: {run_compare(exp)}", flush=True)
         elif cfg.mode in ("sft", "rl"):
             with MetricsLogger(str(exp.workdir), start_step=global_resume_step(exp)) as logger:
                 out = run_sft(exp, logger) if cfg.mode == "sft" else run_rl(exp, logger)

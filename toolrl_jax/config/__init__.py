@@ -16,6 +16,7 @@ from toolrl_jax.config.loader import apply_override, load_config_dict, parse_ove
 from toolrl_jax.config.data import DataConfig
 from toolrl_jax.config.rl import RLConfig
 from toolrl_jax.config.schema import (
+    CompareConfig,
     EvalConfig,
     MeshConfig,
     ModelConfig,
@@ -27,7 +28,7 @@ from toolrl_jax.config.schema import (
 )
 from toolrl_jax.config.tools import ToolsConfig
 
-Mode = Literal["plan", "sft", "rl", "eval", "pipeline"]
+Mode = Literal["plan", "sft", "rl", "eval", "pipeline", "compare"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +46,14 @@ class Config:
     data: DataConfig = DataConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
+    compare: CompareConfig = CompareConfig()
 
     def validate(self, path: str) -> None:
+        from toolrl_jax.config.rl import RECIPE_PRESETS as RECIPES
+
+        for name in self.compare.recipes:
+            require(name in RECIPES,
+                    f"{path}.compare.recipes: unknown recipe '{name}'; choose from {sorted(RECIPES)}")
         require(
             self.rollout.max_cache_len <= self.model.max_position,
             f"{path}.rollout.max_cache_len={self.rollout.max_cache_len} exceeds "
@@ -72,7 +79,7 @@ def default_config_dict() -> ml_collections.ConfigDict:
 
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "EvalConfig", "SFTConfig", "MeshConfig", "ModelConfig", "OptimConfig", "RLConfig",
+    "CompareConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "SFTConfig", "MeshConfig", "ModelConfig", "OptimConfig", "RLConfig",
     "RolloutConfig", "RopeScalingConfig", "ToolsConfig", "TrainConfig", "build", "from_config_dict",
     "load", "parse_overrides", "default_config_dict", "require", "to_dict",
 ]

@@ -58,10 +58,13 @@ def apply_override(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> N
             old = node[part]
             if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if isinstance(old, tuple) and isinstance(value, list):
-                value = tuple(value)
-            if isinstance(old, tuple) and isinstance(value, str):
-                value = tuple(v for v in value.split(",") if v)
+            if isinstance(old, (tuple, list)):
+                # Sequences: "(0, 1)", "[0, 1]", "a,b" and a single scalar all work.
+                if isinstance(value, str):
+                    value = [parse_value(v.strip()) for v in value.split(",") if v.strip()]
+                elif not isinstance(value, (tuple, list)):
+                    value = [value]
+                value = type(old)(value)
             if isinstance(old, str) and not isinstance(value, str):
                 value = str(value)
             if old is not None and not isinstance(value, type(old)):

@@ -195,3 +195,16 @@ class EvalConfig:
         require(self.max_items >= 0, f"{path}.max_items must be >= 0")
         require(self.prompts_per_batch > 0, f"{path}.prompts_per_batch must be > 0")
         require(self.samples > 0, f"{path}.samples must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """``mode=compare``: one SFT warm-up, then the same RL budget per recipe and seed."""
+
+    recipes: tuple[str, ...] = ("grpo", "dapo", "tepo_sparse", "tepo_dense", "tao_rl", "autotool")
+    seeds: tuple[int, ...] = (0, 1)
+
+    def validate(self, path: str) -> None:
+        require(len(self.recipes) > 0, f"{path}.recipes must name at least one recipe")
+        require(len(self.seeds) > 0, f"{path}.seeds must list at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds), f"{path}.seeds has duplicates")

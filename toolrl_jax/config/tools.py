@@ -76,7 +76,9 @@ class CalculatorConfig:
 class SearchConfig:
     """BM25 search over a local JSONL corpus of {"id", "title", "text"} passages (tools/search.py)."""
 
-    corpus_path: str = ""  # required when "search" is enabled
+    # Required when "search" is enabled. "@generated": the corpus the synthetic lookup task writes
+    # into the run's work dir (<workdir>/corpus.jsonl), resolved at start-up.
+    corpus_path: str = ""
     top_k: int = 3
     k1: float = 1.5  # BM25 term-frequency saturation (Lucene default 1.2-2.0)
     b: float = 0.75  # BM25 length normalisation

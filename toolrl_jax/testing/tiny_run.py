@@ -28,6 +28,7 @@ TINY_OVERRIDES = {
     "train.checkpoint_every": 1,
     "train.save_rollouts_every": 1,
     "eval.max_items": 4,
+    "compare.seeds": (0,),
     "eval.prompts_per_batch": 4,
     "mesh.data": 1,
     "mesh.fsdp": 1,

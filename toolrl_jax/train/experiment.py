@@ -25,6 +25,9 @@ from toolrl_jax.tools.registry import build_executor, build_syntax
 from toolrl_jax.train.state import Policy, create_state
 
 
+GENERATED_CORPUS = "@generated"
+
+
 @dataclasses.dataclass
 class Experiment:
     cfg: Config
@@ -35,6 +38,10 @@ class Experiment:
     syntax: object
     executor: object
     tool_names: tuple[str, ...]
+    tokenizer_dir: Path
+    # Compiled rollout functions by (greedy, batch): they take params as an argument, so every
+    # run on the same architecture and shapes (e.g. the recipes of a comparison) shares them.
+    compiled: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def setup(cls, cfg: Config) -> Experiment:
@@ -52,19 +59,28 @@ class Experiment:
                                   "train.mini_batches)")
         builder = prepare_dataset(cfg.data, workdir)
         tools_cfg = cfg.tools
-        if "search" in tools_cfg.enabled and not tools_cfg.search.corpus_path:
+        if "search" in tools_cfg.enabled and tools_cfg.search.corpus_path == GENERATED_CORPUS:
             corpus = prepare_corpus(cfg.data, workdir)
             if corpus is None:
-                raise ConfigError("config.tools.enabled has 'search' but there is no corpus: set "
-                                  "config.tools.search.corpus_path")
+                raise ConfigError(f"config.tools.search.corpus_path='{GENERATED_CORPUS}' needs "
+                                  "config.data.source='synthetic' with 'lookup' in config.data.tasks")
             tools_cfg = dataclasses.replace(
                 tools_cfg, search=dataclasses.replace(tools_cfg.search, corpus_path=str(corpus)))
         tokenizer = prepare_tokenizer(cfg.data, workdir, builder, tools_cfg.enabled)
         if len(tokenizer) > cfg.model.vocab_size:
             raise ConfigError(f"config.model.vocab_size={cfg.model.vocab_size} is smaller than the "
                               f"tokenizer's {len(tokenizer)} tokens")
+        tok_dir = Path(cfg.data.tokenizer) if cfg.data.tokenizer else workdir / "tokenizer"
         return cls(cfg, workdir, mesh, builder, tokenizer, build_syntax(tools_cfg),
-                   build_executor(tools_cfg), tuple(tools_cfg.enabled))
+                   build_executor(tools_cfg), tuple(tools_cfg.enabled), tok_dir)
+
+    def derive(self, cfg: Config, workdir: Path) -> Experiment:
+        """The same data, tokenizer, tools and compiled rollouts under another config / work dir
+        (``cfg`` may change RL knobs and seeds, not shapes or data)."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        with open(workdir / "config.json", "w") as f:
+            json.dump(to_dict(cfg), f, indent=2)
+        return dataclasses.replace(self, cfg=cfg, workdir=workdir)
 
     # ------------------------------------------------------------------ policy
     def init_policy(self, tx, beta_long: float = 0.0, hf_dir: str = ""):
@@ -83,13 +99,16 @@ class Experiment:
         rc = self.cfg.rollout
         shapes = RolloutShapes.from_config(rc, batch=batch)
         tok = self.tokenizer
-        stops = [tok.encode(s, add_special_tokens=False) for s in self.syntax.stop_strings]
-        eos = sorted({i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>"))
-                      if isinstance(i, int) and i >= 0 and i != tok.unk_token_id})
-        compiled = CompiledRollout(
-            policy.model, shapes, eos_ids=eos, stop_sequences=stops,
-            sampling=SamplingParams(rc.temperature, rc.top_k, rc.top_p, greedy=greedy),
-            pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+        key = (greedy, shapes)
+        if key not in self.compiled:
+            stops = [tok.encode(s, add_special_tokens=False) for s in self.syntax.stop_strings]
+            eos = sorted({i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>"))
+                          if isinstance(i, int) and i >= 0 and i != tok.unk_token_id})
+            self.compiled[key] = CompiledRollout(
+                policy.model, shapes, eos_ids=eos, stop_sequences=stops,
+                sampling=SamplingParams(rc.temperature, rc.top_k, rc.top_p, greedy=greedy),
+                pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+        compiled = self.compiled[key]
         limits = EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens)
         return RolloutEngine(compiled, tok, self.syntax, self.executor.run, limits, seed=seed)
 

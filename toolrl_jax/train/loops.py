@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from toolrl_jax.buckets import round_up
 from toolrl_jax.config import OptimConfig
 from toolrl_jax.data.pipeline import prompt_loader, sft_loader
+from toolrl_jax.data.trajectories import template_renderer, tool_renderer
 from toolrl_jax.eval.runner import evaluate
 from toolrl_jax.models.hf import save_hf
 from toolrl_jax.train.batching import sft_arrays
@@ -44,7 +45,7 @@ def _is_done(path: Path) -> bool:
 
 def _export(exp: Experiment, policy, params, name: str) -> Path:
     out = exp.workdir / name
-    save_hf(policy.model(params), str(out), tokenizer_dir=str(exp.workdir / "tokenizer"))
+    save_hf(policy.model(params), str(out), tokenizer_dir=str(exp.tokenizer_dir))
     (out / DONE_MARKER).write_text("complete\n")
     return out
 
@@ -67,6 +68,15 @@ def _log(logger, progress, step_global, step_local, metrics, keys):
 
 
 # ---------------------------------------------------------------------------------------- SFT
+def _sft_renderer(exp: Experiment):
+    """Tool results in warm-up data exactly as rollouts will append them: search is re-run
+    through the real (in-process, fast) tool; calculator/python outputs are stored exactly and
+    only re-wrapped with the syntax's template (re-running python would start a sandbox each)."""
+    if "search" in exp.tool_names:
+        return tool_renderer(exp.syntax, exp.executor)
+    return template_renderer(exp.syntax.result_template)
+
+
 def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
     """SFT warm-up; returns the exported policy dir. A finished phase is not run again."""
     cfg, sc = exp.cfg, exp.cfg.sft
@@ -78,7 +88,8 @@ def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
     tx, schedule = make_optimizer(optim, sc.steps)
     policy, state = exp.init_policy(tx)
     loader = sft_loader(cfg.data, exp.builder, batch_size=sc.batch_size, seed=cfg.train.seed,
-                        tools=exp.tool_names, tokenizer=exp.tokenizer)
+                        tools=exp.tool_names, tokenizer=exp.tokenizer,
+                        render_result=_sft_renderer(exp))
     it = iter(loader)
     ckpt = Checkpointer(exp.workdir / "checkpoints" / "sft", keep=cfg.train.keep_checkpoints,
                         save_interval_steps=cfg.train.checkpoint_every)

@@ -57,7 +57,22 @@ def plot_curves(
     """One subplot per key (y) against ``x``; returns the keys drawn. Keys that no row holds as a
     number are skipped; if none is left nothing is written. Nulls (non-finite values) are gaps.
     ``smooth`` in [0, 1) overlays an exponential moving average on the raw (faded) curve."""
-    present = [k for k in keys if any(_is_number(r.get(k)) for r in metrics_rows)]
+    return plot_series({"": metrics_rows}, keys, out_png, title, x=x, smooth=smooth, ncols=ncols)
+
+
+def plot_series(
+    series: Mapping[str, Sequence[Mapping[str, Any]]],
+    keys: Sequence[str],
+    out_png: str,
+    title: str | None = None,
+    *,
+    x: str = "step",
+    smooth: float = 0.0,
+    ncols: int = 3,
+) -> list[str]:
+    """Like :func:`plot_curves` with several named runs per subplot (one colour each, legend when
+    more than one), e.g. learning curves of every method of a comparison."""
+    present = [k for k in keys if any(_is_number(r.get(k)) for rows in series.values() for r in rows)]
     if not present:
         return []
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -69,18 +84,23 @@ def plot_curves(
     FigureCanvasAgg(fig)
     for i, key in enumerate(present):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        pts = [(r[x], r.get(key)) for r in metrics_rows if _is_number(r.get(x))]
-        xs = [float(px) for px, _ in pts]
-        ys = [float(py) if _is_number(py) else math.nan for _, py in pts]
-        if 0 < smooth < 1:
-            ax.plot(xs, ys, color="C0", alpha=0.3, linewidth=1)
-            ax.plot(xs, _ema(ys, smooth), color="C0", linewidth=1.5)
-        else:
-            ax.plot(xs, ys, color="C0", linewidth=1.5, marker="." if len(xs) < 30 else None)
+        for j, (name, rows) in enumerate(series.items()):
+            color = f"C{j % 10}"
+            pts = [(r[x], r.get(key)) for r in rows if _is_number(r.get(x))]
+            xs = [float(px) for px, _ in pts]
+            ys = [float(py) if _is_number(py) else math.nan for _, py in pts]
+            if 0 < smooth < 1:
+                ax.plot(xs, ys, color=color, alpha=0.25, linewidth=1)
+                ax.plot(xs, _ema(ys, smooth), color=color, linewidth=1.5, label=name or None)
+            else:
+                ax.plot(xs, ys, color=color, linewidth=1.5, marker="." if len(xs) < 30 else None,
+                        label=name or None)
         ax.set_title(key, fontsize=10)
         ax.set_xlabel(x, fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
+        if len(series) > 1 and i == 0:
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
@@ -137,8 +157,9 @@ def write_report(
     intro: str = "",
     tables: Sequence[tuple[str, str]] = (),
     plots: Sequence[tuple[str, str]] = (),
+    filename: str = REPORT_FILE,
 ) -> str:
-    """Writes ``<workdir>/report.md`` atomically: title, intro, then each ``(heading, markdown_table)``
+    """Writes ``<workdir>/<filename>`` (default ``report.md``) atomically: title, intro, then each ``(heading, markdown_table)``
     and each ``(heading, png path relative to workdir)``. Returns the report's path. A plot whose
     file is missing is named in the text rather than left as a broken image link."""
     parts = [f"# {title}", "", f"_Generated {time.strftime('%Y-%m-%d %H:%M:%S')}._", ""]
@@ -154,7 +175,7 @@ def write_report(
         else:
             parts += [f"## {heading}", "", f"_(plot missing: `{rel}`)_", ""]
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, REPORT_FILE)
+    path = os.path.join(workdir, filename)
     _atomic_write_text(path, "\n".join(parts))
     return path
 
