@@ -32,7 +32,7 @@ from toolrl_jax.models.decoder import init_decoder  # noqa: E402
 from toolrl_jax.models.hf import save_hf  # noqa: E402
 from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams  # noqa: E402
 from toolrl_jax.rollout.engine import EngineLimits, RolloutEngine  # noqa: E402
-from toolrl_jax.tools.base import ParsedCall, ToolResult  # noqa: E402
+from toolrl_jax.tools.base import ParsedCall  # noqa: E402
 from toolrl_jax.tools.calculator import CalculatorTool  # noqa: E402
 
 # Demo-size model (configs/demo.py uses these dimensions).
@@ -98,7 +98,8 @@ def make_engine(graphdef, batch, new_tokens, segment_len, syntax, max_calls):
                        max_new_tokens=new_tokens, max_cache_len=PROMPT_LEN + new_tokens + 64,
                        segment_len=segment_len, max_tool_calls=max_calls, max_result_tokens=16,
                        length_bucket=16)
-    compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), RolloutShapes.from_config(rc), eos_ids=[],
+    compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), RolloutShapes.from_config(rc),
+                               eos_ids=[],
                                stop_sequences=[], sampling=SamplingParams(temperature=1.0))
     calc = CalculatorTool()
 

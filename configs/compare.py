@@ -10,7 +10,8 @@ Writes ``compare.md`` (method × metric, mean ± std over seeds) and ``plots/com
 Full size on a TPU/GPU: start from a real checkpoint and scale the budget, e.g.
 
     python -m toolrl_jax.main --config configs/compare.py \\
-        --config.model.init_from=/ckpt/Qwen2.5-1.5B-Instruct --config.data.tokenizer=/ckpt/Qwen2.5-1.5B-Instruct \\
+        --config.model.init_from=/ckpt/Qwen2.5-1.5B-Instruct \\
+        --config.data.tokenizer=/ckpt/Qwen2.5-1.5B-Instruct \\
         --config.model.vocab_size=151936 --config.sft.steps=500 --config.train.steps=300 \\
         --config.rollout.prompts_per_step=64 --config.rollout.group_size=8 \\
         --config.rollout.max_new_tokens=1024 --config.rollout.max_cache_len=2048 \\

@@ -72,7 +72,8 @@ def test_padding_never_leaks(model):
     cache = KVCache.init(model.cfg, 3, 16)
     a, _ = model.extend(tokens[:, :8], lens, cache)
     noisy = tokens[:, :8].at[:, 6:].set(7)
-    garbage = KVCache(tuple(k + 5.0 for k in cache.k), tuple(v - 3.0 for v in cache.v), cache.lengths)  # junk in unused slots
+    garbage = KVCache(tuple(k + 5.0 for k in cache.k), tuple(v - 3.0 for v in cache.v),
+                      cache.lengths)  # junk in unused slots
     b, _ = model.extend(noisy, lens, garbage)
     for r, n in enumerate([3, 6, 1]):
         np.testing.assert_allclose(np.asarray(a)[r, :n], np.asarray(b)[r, :n], atol=1e-6)

@@ -40,9 +40,11 @@ def setup(tokenizer):
                        length_bucket=8, temperature=1.0)
     shapes = RolloutShapes.from_config(rc)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), shapes, eos_ids=[eos], stop_sequences=[[i] for i in end_ids],
+    compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), shapes, eos_ids=[eos],
+                               stop_sequences=[[i] for i in end_ids],
                                sampling=SamplingParams(temperature=1.0))
-    engine = RolloutEngine(compiled, tokenizer, EndTokenSyntax([tokenizer.decode([i]) for i in end_ids]), echo_executor,
+    syntax = EndTokenSyntax([tokenizer.decode([i]) for i in end_ids])
+    engine = RolloutEngine(compiled, tokenizer, syntax, echo_executor,
                            EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens),
                            seed=1)
     return model, params, engine

@@ -1,9 +1,7 @@
 """Train steps: sharded == single device, micro-batching is exact, SFT learns, no recompiles."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from toolrl_jax.config import MeshConfig, OptimConfig, RLConfig
 from toolrl_jax.models.decoder import init_decoder

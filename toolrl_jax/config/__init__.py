@@ -12,8 +12,8 @@ from typing import Literal
 import ml_collections
 
 from toolrl_jax.config.core import ConfigError, build, require, to_dict
-from toolrl_jax.config.loader import apply_override, load_config_dict, parse_overrides
 from toolrl_jax.config.data import DataConfig
+from toolrl_jax.config.loader import apply_override, load_config_dict, parse_overrides
 from toolrl_jax.config.rl import RLConfig
 from toolrl_jax.config.schema import (
     CompareConfig,
@@ -53,7 +53,8 @@ class Config:
 
         for name in self.compare.recipes:
             require(name in RECIPES,
-                    f"{path}.compare.recipes: unknown recipe '{name}'; choose from {sorted(RECIPES)}")
+                    f"{path}.compare.recipes: unknown recipe '{name}'; "
+                    f"choose from {sorted(RECIPES)}")
         require(
             self.rollout.max_cache_len <= self.model.max_position,
             f"{path}.rollout.max_cache_len={self.rollout.max_cache_len} exceeds "
@@ -79,7 +80,8 @@ def default_config_dict() -> ml_collections.ConfigDict:
 
 
 __all__ = [
-    "CompareConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "SFTConfig", "MeshConfig", "ModelConfig", "OptimConfig", "RLConfig",
+    "CompareConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "SFTConfig", "MeshConfig",
+    "ModelConfig", "OptimConfig", "RLConfig",
     "RolloutConfig", "RopeScalingConfig", "ToolsConfig", "TrainConfig", "build", "from_config_dict",
     "load", "parse_overrides", "default_config_dict", "require", "to_dict",
 ]

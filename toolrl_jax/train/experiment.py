@@ -24,7 +24,6 @@ from toolrl_jax.sharding import check_batch_divisible, make_mesh
 from toolrl_jax.tools.registry import build_executor, build_syntax
 from toolrl_jax.train.state import Policy, create_state
 
-
 GENERATED_CORPUS = "@generated"
 
 

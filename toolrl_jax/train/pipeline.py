@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from toolrl_jax.train.experiment import Experiment
 from toolrl_jax.train.loops import RL_KEYS, SFT_KEYS, global_resume_step, run_eval, run_rl, run_sft
-from toolrl_jax.train.metrics import MetricsLogger
+from toolrl_jax.train.metrics import METRICS_FILE, MetricsLogger, read_metrics
 from toolrl_jax.train.report import markdown_table, plot_curves, write_report
-from toolrl_jax.train.metrics import read_metrics, METRICS_FILE
 
 COMPARE_METRICS = ("accuracy", "tool_calls", "tokens", "acc_per_100_tokens", "short_mode_frac",
                    "tool_success", "entropy_reducing_share")

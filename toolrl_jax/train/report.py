@@ -159,7 +159,8 @@ def write_report(
     plots: Sequence[tuple[str, str]] = (),
     filename: str = REPORT_FILE,
 ) -> str:
-    """Writes ``<workdir>/<filename>`` (default ``report.md``) atomically: title, intro, then each ``(heading, markdown_table)``
+    """Writes ``<workdir>/<filename>`` (default ``report.md``) atomically: title, intro, then
+    each ``(heading, markdown_table)``
     and each ``(heading, png path relative to workdir)``. Returns the report's path. A plot whose
     file is missing is named in the text rather than left as a broken image link."""
     parts = [f"# {title}", "", f"_Generated {time.strftime('%Y-%m-%d %H:%M:%S')}._", ""]
