@@ -2,6 +2,7 @@
 
     python benchmarks/rollout_throughput.py [--batch 64] [--new-tokens 128] [--repeats 2]
 
+Model: the demo's (``configs/demo.py``: 4 layers × 128, vocab 1024), or ``--width 256 --vocab 4096``.
 Both sides: CPU, fp32, batch 64, 16-token prompts, 128 new tokens, sampling at temperature 1 with
 no top-k / top-p, KV cache on, no EOS stop (every row generates exactly 128 tokens). Our weights are
 written with ``save_hf`` and loaded by transformers, so both run the same model. Compile time is
@@ -15,6 +16,7 @@ same sampled-token count. Final line: ``ratio_vs_hf=<x> tool_overhead=<y>``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -27,7 +29,8 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from toolrl_jax.buckets import RolloutShapes  # noqa: E402
-from toolrl_jax.config import ModelConfig, RolloutConfig  # noqa: E402
+from toolrl_jax.config import RolloutConfig  # noqa: E402
+from toolrl_jax.config import load as load_config  # noqa: E402
 from toolrl_jax.models.decoder import init_decoder  # noqa: E402
 from toolrl_jax.models.hf import save_hf  # noqa: E402
 from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams  # noqa: E402
@@ -35,10 +38,9 @@ from toolrl_jax.rollout.engine import EngineLimits, RolloutEngine  # noqa: E402
 from toolrl_jax.tools.base import ParsedCall  # noqa: E402
 from toolrl_jax.tools.calculator import CalculatorTool  # noqa: E402
 
-# Demo-size model (configs/demo.py uses these dimensions).
-DEMO_MODEL = ModelConfig(architecture="qwen2", vocab_size=4096, hidden_size=256,
-                         intermediate_size=768, num_layers=4, num_heads=4, num_kv_heads=2,
-                         max_position=1024, tie_embeddings=True)
+# The demo's model (configs/demo.py), random weights; --width/--vocab scale it up.
+DEMO_MODEL = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+                                      "demo.py")).model
 PROMPT_LEN = 16
 
 
@@ -148,7 +150,14 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--width", type=int, default=0, help="hidden size (default: the demo's)")
+    ap.add_argument("--vocab", type=int, default=0, help="vocabulary (default: the demo's)")
     args = ap.parse_args()
+    global DEMO_MODEL
+    if args.width or args.vocab:
+        w = args.width or DEMO_MODEL.hidden_size
+        DEMO_MODEL = dataclasses.replace(DEMO_MODEL, hidden_size=w, intermediate_size=3 * w,
+                                         vocab_size=args.vocab or DEMO_MODEL.vocab_size)
     b, n = args.batch, args.new_tokens
     model = init_decoder(DEMO_MODEL, seed=0)
     graphdef, params = nnx.split(model)

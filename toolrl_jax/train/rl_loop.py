@@ -113,6 +113,11 @@ class RLTrainer:
         rewards = self.recipe.compute_rewards(inputs)
         filt = self.recipe.filter(rewards, inputs)
         row_weight = filt.row_weight_B * np.repeat(group_weight, cfg.rollout.group_size)
+        for t, rec, reward, score, w in zip(scored.trajectories, scored.records, rewards.reward_B,
+                                            scored.score_B, row_weight):
+            t.reward = float(reward)  # what rollouts/*.jsonl readers want to see next to the text
+            t.metadata.update(id=str(rec["id"]), difficulty=rec.get("difficulty", ""),
+                              gold=str(rec["answer"]), score=float(score), trained=bool(w > 0))
         a = scored.arrays
         adv, mask, adv_metrics = self._adv(
             jnp.asarray(rewards.reward_B), jnp.asarray(a["loss_mask_BT"]),
