@@ -35,8 +35,9 @@ def verdict(sft: dict, rl: dict) -> str:
     if "easy" in sft and "easy" in rl:
         s_calls, r_calls = sft["easy"]["tool_calls"], rl["easy"]["tool_calls"]
         cut = (1 - r_calls / s_calls) * 100 if s_calls > 0 else 0.0
+        change = f"{cut:.0f}% fewer" if cut >= 0 else f"{-cut:.0f}% more"
         lines.append(f"- tool calls per easy problem: SFT {s_calls:.2f} → RL {r_calls:.2f} "
-                     f"({cut:+.0f}% fewer)")
+                     f"({change})")
     else:
         cut = 0.0
     if d_acc >= 5:
