@@ -3,7 +3,7 @@
     python -m toolrl_jax.main --config configs/compare.py
 
 CPU preset (≤ 45 min on 2 cores): synthetic arithmetic (calculator) + multi-hop lookup (BM25
-search) tasks, a 4-layer × 128 model, one SFT warm-up, then 20 RL steps of 8 prompts × 8 samples
+search) tasks, a 4-layer × 128 model, one SFT warm-up (700 steps), then 25 RL steps of 8 prompts × 8 samples
 per recipe and seed (2 seeds), each evaluated greedily on the held-out split of both tasks.
 Writes ``compare.md`` (method × metric, mean ± std over seeds) and ``plots/compare_curves.png``.
 
@@ -49,7 +49,7 @@ def get_config():
     c.tools.search.corpus_path = "@generated"  # the lookup task's corpus, written at start-up
     c.tools.search.top_k = 1  # one passage: short contexts for a tiny model
 
-    c.sft.steps = 250
+    c.sft.steps = 700  # copying (question → call, result → answer) emerges after ~400 steps
     c.sft.batch_size = 32
     c.sft.learning_rate = 2e-3
     c.sft.warmup_steps = 20
@@ -66,7 +66,7 @@ def get_config():
 
     c.rl.recipe = "grpo"  # replaced per run by compare.recipes
     c.optim.learning_rate = 2e-4
-    c.train.steps = 20
+    c.train.steps = 25
     c.train.mini_batches = 2
     c.train.logit_chunk = 64
     c.train.checkpoint_every = 5

@@ -136,3 +136,30 @@ def test_prompt_too_long_is_a_clear_error(setup):
     _, params, engine = setup
     with pytest.raises(ValueError, match="has 40 tokens; allowed 1..32"):
         engine.generate(params, [[3] * 40], group_size=1)
+
+
+class _AlwaysInvalid(EndTokenSyntax):
+    """Every call the model closes is malformed (like invalid JSON or an unknown tool)."""
+
+    def parse_last_call(self, text):
+        from toolrl_jax.tools.base import InvalidCall
+
+        if not text.endswith(self.end_texts):
+            return None
+        return InvalidCall("invalid call: unknown tool 'echo'", text, 0, len(text), name="echo")
+
+
+def test_malformed_calls_become_invalid_call_results_shown_to_the_model(setup, tokenizer):
+    _, params, engine = setup
+    bad = RolloutEngine(engine.compiled, tokenizer, _AlwaysInvalid(engine.syntax.end_texts),
+                        echo_executor, engine.limits, seed=1)
+    trajs = bad.generate(params, _prompts(tokenizer, PROMPTS), group_size=2)
+    calls = [c for t in trajs for c in t.calls]
+    assert calls and all(c.status == ToolStatus.INVALID_CALL for c in calls)
+    for t in trajs:
+        for c in t.calls:
+            s, e = c.result_span
+            shown = tokenizer.decode(t.tokens[s:e])
+            assert "invalid call" in shown  # the model sees why (truncated to max_result_tokens)
+            assert c.output == "invalid call: unknown tool 'echo'"
+            assert t.loss_mask[s:e].sum() == 0

@@ -12,10 +12,17 @@ from collections import defaultdict
 import numpy as np
 
 from toolrl_jax.data.pipeline import prompt_loader
+from toolrl_jax.eval.verifiers import verify
 from toolrl_jax.train.experiment import Experiment
 from toolrl_jax.train.scoring import score_batch
 from toolrl_jax.train.state import Policy
 from toolrl_jax.types import ToolStatus
+
+
+def eval_verifier(answer: str, record: dict) -> float:
+    """math-verify for math tasks (boxed / LaTeX / number forms), exact match for QA, exact call
+    match for function calling (``toolrl_jax.eval.verifiers``). Accuracy counts full credit only."""
+    return float(verify(answer, record).correct)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -47,7 +54,7 @@ def evaluate(exp: Experiment, policy: Policy, params, *, max_items: int | None =
                                 prompt_ids=list(range(seen - len(records), seen)))
         expanded = [r for r in records for _ in range(samples)]
         scored = score_batch(exp.syntax, trajs, expanded, exp.train_seq_len,
-                             cfg.rollout.max_tool_calls)
+                             cfg.rollout.max_tool_calls, verifier=eval_verifier)
         a = scored.arrays
         for i, (t, r) in enumerate(zip(trajs, expanded)):
             statuses = [c.status for c in t.calls]

@@ -35,11 +35,17 @@ class Scored:
     void_turn_B: np.ndarray
 
 
-def score_answer(syntax, text: str, record: dict) -> tuple[float, bool]:
+def fast_verifier(answer: str, record: dict) -> float:
+    """Training reward check: numeric compare for math tasks, normalised exact match otherwise.
+    Cheap enough for every rollout; evaluation uses the stricter ``eval.verifiers.verify``."""
+    return float(answers_match(answer, str(record["answer"]), is_numeric_task(record)))
+
+
+def score_answer(syntax, text: str, record: dict, verifier=fast_verifier) -> tuple[float, bool]:
     answer = syntax.extract_answer(text)
     if answer is None:
         return 0.0, False
-    return float(answers_match(answer, str(record["answer"]), is_numeric_task(record))), True
+    return float(verifier(answer, record)), True
 
 
 @jax.jit
@@ -58,9 +64,11 @@ def _diagnostics(entropy_BT, segment_ids_BT, post_tool_mask_BT, num_calls_B, cal
 
 
 def score_batch(syntax, trajectories: Sequence[Trajectory], records: Sequence[dict],
-                seq_len: int, max_calls: int) -> Scored:
+                seq_len: int, max_calls: int, verifier=fast_verifier) -> Scored:
+    """``verifier(answer, record) -> score in [0, 1]`` grades each extracted answer."""
     arrays = trajectory_arrays(trajectories, seq_len, max_calls)
-    scores, has = zip(*(score_answer(syntax, t.text, r) for t, r in zip(trajectories, records)))
+    scores, has = zip(*(score_answer(syntax, t.text, r, verifier)
+                        for t, r in zip(trajectories, records)))
     delta, valid, reduces = jax.device_get(_deltas(arrays["entropy_BT"], arrays["segment_ids_BT"],
                                                    arrays["num_calls_B"], arrays["call_spans_BK2"]))
     short = np.array([detect_mode(t.text) == "short" for t in trajectories], np.float32)
