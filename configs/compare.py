@@ -3,7 +3,7 @@
     python -m toolrl_jax.main --config configs/compare.py
 
 CPU preset (≤ 45 min on 2 cores): synthetic arithmetic (calculator) + multi-hop lookup (BM25
-search) tasks, a 4-layer × 128 model, one SFT warm-up (700 steps), then 25 RL steps of 8 prompts × 8 samples
+search) tasks, a 4-layer × 128 model, one SFT warm-up (800 steps), then 25 RL steps of 8 prompts × 8 samples
 per recipe and seed (2 seeds), each evaluated greedily on the held-out split of both tasks.
 Writes ``compare.md`` (method × metric, mean ± std over seeds) and ``plots/compare_curves.png``.
 
@@ -43,25 +43,27 @@ def get_config():
     c.data.num_train = 4000
     c.data.num_heldout = 200
     c.data.demo_vocab_size = 1024
-    c.data.sft_max_len = 160
+    # Longest warm-up example (2-hop lookup / 5-term sum, long mode) is ~200 tokens; a smaller
+    # limit drops exactly the tool-using trajectories of the hard items.
+    c.data.sft_max_len = 208
 
     c.tools.enabled = ("calculator", "search")
     c.tools.search.corpus_path = "@generated"  # the lookup task's corpus, written at start-up
     c.tools.search.top_k = 1  # one passage: short contexts for a tiny model
 
-    c.sft.steps = 700  # copying (question → call, result → answer) emerges after ~400 steps
+    c.sft.steps = 800  # copying (question → call, result → answer) emerges after ~400 steps
     c.sft.batch_size = 32
     c.sft.learning_rate = 2e-3
     c.sft.warmup_steps = 20
 
     c.rollout.prompts_per_step = 8
     c.rollout.group_size = 8
-    c.rollout.max_prompt_len = 160
-    c.rollout.max_new_tokens = 64
-    c.rollout.max_cache_len = 304
-    c.rollout.segment_len = 64
+    c.rollout.max_prompt_len = 128
+    c.rollout.max_new_tokens = 96  # sampled tokens; a 2-hop lookup in long mode needs ~70
+    c.rollout.max_cache_len = 304  # prompt + sampled + up to 3 results of <= 32 tokens
+    c.rollout.segment_len = 96
     c.rollout.max_tool_calls = 3
-    c.rollout.max_result_tokens = 48
+    c.rollout.max_result_tokens = 32
     c.rollout.length_bucket = 16
 
     c.rl.recipe = "grpo"  # replaced per run by compare.recipes

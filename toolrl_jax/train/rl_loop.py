@@ -168,14 +168,16 @@ class RLTrainer:
                             schedule=self.schedule)
             self._step = jit_step(fn, state, self.exp.mesh, example)
         rng = np.random.default_rng([cfg.train.seed, step])
-        sums: dict[str, float] = {}
-        n = 0
+        outs = []  # device arrays: every mini-step is dispatched before any metric is read
         for _ in range(cfg.train.ppo_epochs):
             order = rng.permutation(self.batch_rows)
             for m in range(cfg.train.mini_batches):
                 rows = order[m * self.mini_rows:(m + 1) * self.mini_rows]
                 state, out = self._step(state, {k: v[rows] for k, v in batch.items()})
-                for k, v in jax.device_get(out).items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                n += 1
+                outs.append(out)
+        sums: dict[str, float] = {}
+        for out in jax.device_get(outs):
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        n = len(outs)
         return state, {k: v / n for k, v in sums.items()}
