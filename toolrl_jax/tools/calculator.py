@@ -14,6 +14,7 @@ import ast
 import math
 import operator
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,7 +54,11 @@ class SafeEvaluator:
     def evaluate(self, expression: str) -> int | float:
         source = expression.replace("^", "**").replace("×", "*").replace("÷", "/").strip()
         try:
-            tree = ast.parse(source, mode="eval")
+            # Model-written text like "12a" makes the parser *warn* before it fails; those
+            # warnings would flood the trainer's log, and the error below already says it all.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SyntaxWarning)
+                tree = ast.parse(source, mode="eval")
         except SyntaxError as e:
             raise CalculatorError(f"not a valid expression: {e.msg}") from None
         return self._eval(tree.body)
