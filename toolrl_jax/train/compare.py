@@ -35,7 +35,8 @@ TABLE = (
     ("acc/100tok", "all", "acc_per_100_tokens"),
     ("ΔH<0 share", "all", "entropy_reducing_share"),
 )
-CURVES = ("rollout/accuracy", "rollout/tool_calls", "entropy/model", "rollout/response_len")
+CURVES = ("rollout/accuracy", "rollout/tool_calls", "rollout/entropy/model", "rollout/response_len",
+          "rollout/tool/entropy_reducing_frac")
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:

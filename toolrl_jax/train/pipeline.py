@@ -59,7 +59,7 @@ def write_pipeline_report(exp: Experiment, sft_eval: dict, rl_eval: dict) -> str
                    title="SFT warm-up"):
         plots.append(("SFT warm-up", "plots/sft.png"))
     rl_keys = list(RL_KEYS) + ["rollout/tool_calls_easy", "rollout/tool_calls_hard",
-                               "entropy/model", "tool/entropy_reducing_frac"]
+                               "rollout/entropy/model", "rollout/tool/entropy_reducing_frac"]
     if plot_curves(rl_rows, rl_keys, str(exp.workdir / "plots" / "rl.png"),
                    title=f"RL ({cfg.rl.recipe})", smooth=0.6):
         plots.append((f"RL ({cfg.rl.recipe})", "plots/rl.png"))
