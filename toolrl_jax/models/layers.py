@@ -65,22 +65,36 @@ def apply_rope(x_BTNK, positions_BT, inv_freq):
     return out.astype(x_BTNK.dtype)
 
 
-def grouped_attention(q_BTHK, k_BSNK, v_BSNK, allowed_BTS):
+def grouped_attention(q_BTHK, k, v, allowed_BTS, kv_layout: str = "BSNK"):
     """Softmax attention with grouped KV heads (H = N * group), in fp32.
 
-    ``allowed_BTS`` is True where query t may see key s. A query with no allowed key (padding)
-    gets zeros rather than NaNs.
+    ``k``/``v`` are ``[B, S, N, K]`` (fresh projections) or ``[B, N, S, K]`` (the KV cache's
+    layout, ``kv_layout="BNSK"``). ``allowed_BTS`` is True where query t may see key s. A query
+    with no allowed key (padding) gets zeros rather than NaNs.
+
+    Batch and KV-head dims are merged into one batch dim before the two matmuls: XLA:CPU runs a
+    dot with two batch dims ~6x slower than the same dot with one (measured on a decode step),
+    and the merge is a free reshape in the cache layout.
     """
     b, t, h, hd = q_BTHK.shape
-    n = k_BSNK.shape[2]
-    q = q_BTHK.reshape(b, t, n, h // n, hd).astype(jnp.float32)
-    scores = jnp.einsum("btngk,bsnk->bngts", q, k_BSNK.astype(jnp.float32)) / math.sqrt(hd)
-    mask = allowed_BTS[:, None, None, :, :]
+    if kv_layout == "BSNK":
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    elif kv_layout != "BNSK":
+        raise ValueError(f"kv_layout must be 'BSNK' or 'BNSK', got {kv_layout!r}")
+    n, s = k.shape[1], k.shape[2]
+    g = h // n
+    q = q_BTHK.astype(jnp.float32).reshape(b, t, n, g, hd).transpose(0, 2, 3, 1, 4)
+    q = q.reshape(b * n, g * t, hd)
+    k = k.astype(jnp.float32).reshape(b * n, s, hd)
+    v = v.astype(jnp.float32).reshape(b * n, s, hd)
+    dims = (((2,), (2,)), ((0,), (0,)))
+    scores = jax.lax.dot_general(q, k, dims) / math.sqrt(hd)  # [BN, GT, S]
+    mask = jnp.broadcast_to(allowed_BTS[:, None, None], (b, n, g, t, s)).reshape(b * n, g * t, s)
     scores = jnp.where(mask, scores, -1e30)
-    probs = jax.nn.softmax(scores, axis=-1)
-    probs = jnp.where(mask, probs, 0.0)
-    out = jnp.einsum("bngts,bsnk->btngk", probs, v_BSNK.astype(jnp.float32))
-    return out.reshape(b, t, h, hd).astype(q_BTHK.dtype)
+    probs = jnp.where(mask, jax.nn.softmax(scores, axis=-1), 0.0)
+    out = jax.lax.dot_general(probs, v, (((2,), (1,)), ((0,), (0,))))  # [BN, GT, K]
+    out = out.reshape(b, n, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
+    return out.astype(q_BTHK.dtype)
 
 
 class Attention(nnx.Module):
