@@ -34,8 +34,11 @@ def verdict(sft: dict, rl: dict) -> str:
              f"{100 * rl['all']['accuracy']:.1f}% ({d_acc:+.1f} points)"]
     if "easy" in sft and "easy" in rl:
         s_calls, r_calls = sft["easy"]["tool_calls"], rl["easy"]["tool_calls"]
-        cut = (1 - r_calls / s_calls) * 100 if s_calls > 0 else 0.0
-        change = f"{cut:.0f}% fewer" if cut >= 0 else f"{-cut:.0f}% more"
+        cut = (1 - r_calls / s_calls) * 100 if s_calls > 0 else (-100.0 if r_calls > 0 else 0.0)
+        if s_calls == 0:
+            change = "up from none" if r_calls > 0 else "none either way"
+        else:
+            change = f"{cut:.0f}% fewer" if cut >= 0 else f"{-cut:.0f}% more"
         lines.append(f"- tool calls per easy problem: SFT {s_calls:.2f} → RL {r_calls:.2f} "
                      f"({change})")
     else:
