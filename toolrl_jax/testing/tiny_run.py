@@ -20,6 +20,8 @@ TINY_OVERRIDES = {
     "sft.batch_size": 4,
     "rollout.prompts_per_step": 2,
     "rollout.group_size": 2,
+    "rollout.max_prompt_len": 176,  # the tiny tokenizer has few merges: prompts run long
+    "rollout.max_cache_len": 320,
     "rollout.max_new_tokens": 12,
     "rollout.segment_len": 12,
     "train.steps": 2,
