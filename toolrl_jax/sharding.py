@@ -100,7 +100,8 @@ def spec_for(name: str, axes: tuple[str | None, ...], shape: tuple[int, ...], me
     return PartitionSpec(*parts)
 
 
-def _path_name(path) -> str:
+def path_name(path) -> str:
+    """A pytree key path as a dotted parameter name (``layers.0.mlp.up_proj``)."""
     out = []
     for p in path:
         key = getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))
@@ -126,7 +127,7 @@ def state_shardings(state, mesh: Mesh):
         if axes is None:
             spec = PartitionSpec()
         else:
-            spec = spec_for(_path_name(path), tuple(axes), tuple(value.shape), mesh)
+            spec = spec_for(path_name(path), tuple(axes), tuple(value.shape), mesh)
         sharding = NamedSharding(mesh, spec)
         if _is_variable(leaf):
             return leaf.replace(sharding)
@@ -139,7 +140,7 @@ def named_shardings(state, mesh: Mesh) -> dict[str, NamedSharding]:
     """Flat ``{dotted.param.name: NamedSharding}`` (for the plan table and tests)."""
     shardings = state_shardings(state, mesh)
     flat = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=_is_variable)[0]
-    return {_path_name(p): (v.get_value() if _is_variable(v) else v) for p, v in flat}
+    return {path_name(p): (v.get_value() if _is_variable(v) else v) for p, v in flat}
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

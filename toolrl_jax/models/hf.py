@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from toolrl_jax.config import ModelConfig, RopeScalingConfig
 from toolrl_jax.models.decoder import Decoder
 from toolrl_jax.models.safetensors_io import open_tensors, save_tensors
+from toolrl_jax.sharding import path_name, state_shardings
 
 SUPPORTED = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
 # Buffers some exporters write that carry no parameters.
@@ -145,7 +146,7 @@ def _param_paths(state) -> list[tuple[str, tuple]]:
     )[0]
     out = []
     for path, _ in flat:
-        out.append((".".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path), path))
+        out.append((path_name(path), path))
     return out
 
 
@@ -180,8 +181,6 @@ def load_hf(path: str, dtype: str = "float32", mesh: Mesh | None = None) -> Deco
 
 
 def load_hf_into(cfg: ModelConfig, path: str, mesh: Mesh | None = None) -> Decoder:
-    from toolrl_jax.sharding import state_shardings
-
     tensors = _open_checkpoint(path)
     abstract = nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
@@ -190,7 +189,7 @@ def load_hf_into(cfg: ModelConfig, path: str, mesh: Mesh | None = None) -> Decod
     used = set()
 
     def load_leaf(path_tuple, var):
-        name = ".".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path_tuple)
+        name = path_name(path_tuple)
         key, transpose = hf_name(name)
         if key not in tensors:
             raise CheckpointError(f"{path}: checkpoint is missing tensor '{key}' (for {name})")

@@ -24,6 +24,7 @@ from toolrl_jax.data.pipeline import prompt_loader, sft_loader
 from toolrl_jax.data.trajectories import template_renderer, tool_renderer
 from toolrl_jax.eval.runner import evaluate
 from toolrl_jax.models.hf import save_hf
+from toolrl_jax.rl.recipes import make_recipe
 from toolrl_jax.train.batching import sft_arrays
 from toolrl_jax.train.checkpoint import Checkpointer
 from toolrl_jax.train.experiment import Experiment
@@ -128,15 +129,12 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
     if _is_done(out):
         return out
     tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
-    # The recipe decides beta_long's initial value; build a throwaway trainer-free recipe first.
-    from toolrl_jax.rl.recipes import make_recipe
-
     recipe = make_recipe(cfg.rl, group_size=cfg.rollout.group_size,
                          max_new_tokens=cfg.rollout.max_new_tokens)
     policy, state = exp.init_policy(tx, beta_long=recipe.init_beta_long, hf_dir=init_dir)
     # The step donates the state, so the frozen reference needs buffers of its own.
     ref = jax.tree.map(jnp.copy, state["params"]) if recipe.needs_reference else None
-    trainer = RLTrainer(exp, policy, tx, schedule, ref_params=ref)
+    trainer = RLTrainer(exp, policy, tx, schedule, recipe, ref_params=ref)
     loader = prompt_loader(cfg.data, exp.builder, split="train",
                            batch_size=cfg.rollout.prompts_per_step, seed=cfg.train.seed,
                            tools=exp.tool_names, tokenizer=exp.tokenizer)

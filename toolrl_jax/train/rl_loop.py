@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toolrl_jax.rl.filters import group_rows, refill
-from toolrl_jax.rl.recipes import RewardInputs, make_recipe
+from toolrl_jax.rl.recipes import RewardInputs
 from toolrl_jax.train.experiment import Experiment
 from toolrl_jax.train.scoring import Scored, concat_scored, rollout_metrics, score_batch
 from toolrl_jax.train.state import Policy
@@ -43,12 +43,11 @@ class RLTrainer:
     policy: Policy
     tx: object
     schedule: object
+    recipe: object  # rl.recipes.Recipe, built by the caller (it also sets beta_long's start)
     ref_params: object = None
 
     def __post_init__(self):
         cfg = self.exp.cfg
-        self.recipe = make_recipe(cfg.rl, group_size=cfg.rollout.group_size,
-                                  max_new_tokens=cfg.rollout.max_new_tokens)
         self.engine = self.exp.engine(self.policy, greedy=False, seed=cfg.train.seed)
         self.seq_len = self.exp.train_seq_len
         self.batch_rows = cfg.rollout.prompts_per_step * cfg.rollout.group_size
@@ -69,9 +68,6 @@ class RLTrainer:
 
         self._ref_logp = ref_logp
         self._step = None
-
-    def initial_beta(self) -> float:
-        return self.recipe.init_beta_long
 
     # ------------------------------------------------------------------ collection
     def collect(self, params, data_iter, step: int):

@@ -14,9 +14,10 @@ import numpy as np
 
 from toolrl_jax.data.trajectories import detect_mode
 from toolrl_jax.data.verifiers import answers_match, is_numeric_task
+from toolrl_jax.rl.filters import void_turns
 from toolrl_jax.rl.tool_entropy import call_entropy_deltas, call_mask_from_spans, tool_entropy_diagnostics
 from toolrl_jax.train.batching import trajectory_arrays
-from toolrl_jax.types import StopReason, ToolStatus, Trajectory
+from toolrl_jax.types import ToolStatus, Trajectory
 
 
 @dataclasses.dataclass
@@ -72,12 +73,8 @@ def score_batch(syntax, trajectories: Sequence[Trajectory], records: Sequence[di
     delta, valid, reduces = jax.device_get(_deltas(arrays["entropy_BT"], arrays["segment_ids_BT"],
                                                    arrays["num_calls_B"], arrays["call_spans_BK2"]))
     short = np.array([detect_mode(t.text) == "short" for t in trajectories], np.float32)
-    self_stop = np.array([t.stop_reason in (StopReason.EOS, StopReason.ANSWER)
-                          for t in trajectories])
-    status = arrays["call_status_BK"]
-    exists = np.arange(status.shape[1])[None] < arrays["num_calls_B"][:, None]
-    invalid = (exists & (status == int(ToolStatus.INVALID_CALL))).any(-1)
-    void = (self_stop & ~np.asarray(has, bool)) | invalid
+    void = void_turns([t.stop_reason for t in trajectories], np.asarray(has, bool),
+                      arrays["call_status_BK"], arrays["num_calls_B"])
     return Scored(list(trajectories), list(records), arrays, np.asarray(scores, np.float32),
                   np.asarray(has, bool), short, np.asarray(delta), np.asarray(valid),
                   np.asarray(reduces), void)
