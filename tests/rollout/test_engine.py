@@ -27,6 +27,10 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def setup(tokenizer):
+    return _make_setup(tokenizer, cache_windows=4)
+
+
+def _make_setup(tokenizer, cache_windows):
     cfg = tiny_qwen2_config(vocab_size=len(tokenizer), num_layers=2)
     model = init_decoder(cfg, seed=0)
     graphdef, params = nnx.split(model)
@@ -37,7 +41,7 @@ def setup(tokenizer):
     assert len(end_ids) > 20
     rc = RolloutConfig(prompts_per_step=3, group_size=2, max_prompt_len=32, max_new_tokens=48,
                        max_cache_len=176, segment_len=8, max_tool_calls=3, max_result_tokens=12,
-                       length_bucket=8, temperature=1.0)
+                       length_bucket=8, temperature=1.0, cache_windows=cache_windows)
     shapes = RolloutShapes.from_config(rc)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), shapes, eos_ids=[eos],
@@ -105,11 +109,52 @@ def test_trajectory_layout_is_token_exact(setup, tokenizer):
 
 def test_no_recompiles_in_steady_state(setup, tokenizer):
     _, params, engine = setup
-    engine.generate(params, _prompts(tokenizer, PROMPTS), group_size=2)  # warm-up
-    for texts in (["1", "a much longer prompt here", "x y"], ["<answer>", "7 * 8 = ?", "zz"]):
-        with CompileCounter() as counter:
-            engine.generate(params, _prompts(tokenizer, texts), group_size=2)
-        assert counter.count == 0
+    assert engine.shapes.kv_windows == (48, 88, 136, 176)  # several windows are in play
+    assert engine.warmup(params) == 1 + 2 * 4  # prefill + decode and extend per window
+    used = set()
+    real = engine.compiled.decode_segment
+
+    def spy(*args, kv_len):
+        used.add(kv_len)
+        return real(*args, kv_len=kv_len)
+
+    engine.compiled.decode_segment = spy
+    try:
+        for texts in (PROMPTS, ["1", "a much longer prompt here", "x y"],
+                      ["<answer>", "7 * 8 = ?", "zz"]):
+            with CompileCounter() as counter:
+                engine.generate(params, _prompts(tokenizer, texts), group_size=2)
+            assert counter.count == 0
+    finally:
+        engine.compiled.decode_segment = real
+    assert len(used) >= 2, used  # the rollouts did move between windows
+
+
+def test_cache_windows_do_not_change_trajectories(setup, tokenizer):
+    model, params, engine = setup
+    _, _, whole_cache = _make_setup(tokenizer, cache_windows=1)
+    assert whole_cache.shapes.kv_windows == (176,)
+    prompts = _prompts(tokenizer, PROMPTS)
+    for a, b in zip(engine.generate(params, prompts, group_size=2),
+                    whole_cache.generate(params, prompts, group_size=2)):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        np.testing.assert_allclose(a.old_logp, b.old_logp, atol=1e-5)
+        np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-5)
+
+
+def test_kv_windows_are_evenly_spaced_bucket_multiples():
+    from toolrl_jax.buckets import kv_windows
+
+    assert kv_windows(1024, 4, 32) == (256, 512, 768, 1024)
+    assert kv_windows(208, 8, 16) == (32, 64, 80, 112, 144, 160, 192, 208)
+    assert kv_windows(48, 8, 32) == (32, 48)  # rounding collapses duplicates
+    assert kv_windows(100, 1, 8) == (100,)
+    shapes = RolloutShapes(batch=1, prefill_len=8, extend_len=8, segment_len=8, cache_len=208,
+                           kv_windows=kv_windows(208, 8, 16))
+    assert [shapes.kv_window(n) for n in (1, 32, 33, 208, 500)] == [32, 32, 64, 208, 208]
+    with pytest.raises(ValueError, match="must ascend and end at cache_len"):
+        RolloutShapes(batch=1, prefill_len=8, extend_len=8, segment_len=8, cache_len=64,
+                      kv_windows=(32, 48))
 
 
 def test_reproducible_and_independent_of_batch_position(setup, tokenizer):

@@ -125,6 +125,10 @@ class RolloutConfig:
     max_tool_calls: int = 4
     max_result_tokens: int = 64  # tool output is truncated to this many tokens
     length_bucket: int = 32  # padded prompt / extend lengths are multiples of this
+    # Decode / extend attend over the smallest of this many evenly spaced cache prefixes that the
+    # running rows can reach, instead of the whole cache (1: always the whole cache). Each width
+    # is compiled once — RolloutEngine.warmup compiles them all up front.
+    cache_windows: int = 4
 
     def validate(self, path: str) -> None:
         require(self.prompts_per_step > 0, f"{path}.prompts_per_step must be > 0")
@@ -139,6 +143,7 @@ class RolloutConfig:
         )
         require(self.segment_len > 0, f"{path}.segment_len must be > 0")
         require(self.length_bucket > 0, f"{path}.length_bucket must be > 0")
+        require(self.cache_windows >= 1, f"{path}.cache_windows={self.cache_windows} must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ from toolrl_jax.models.layers import (
     grouped_attention,
     param,
     rope_inv_freq,
+    rope_tables,
 )
 
 
@@ -59,6 +60,23 @@ class KVCache:
     @property
     def max_len(self) -> int:
         return self.k[0].shape[2]
+
+    def prefix(self, width: int) -> KVCache:
+        """The first ``width`` positions of every layer (a copy; lengths unchanged)."""
+        if width == self.max_len:
+            return self
+        return KVCache(tuple(k[:, :, :width] for k in self.k), tuple(v[:, :, :width] for v in self.v),
+                       self.lengths)
+
+    def with_prefix(self, prefix: KVCache) -> KVCache:
+        """This cache with its first positions replaced by ``prefix`` (in place when donated)."""
+        if prefix.max_len == self.max_len:
+            return prefix
+        at = (0, 0, 0, 0)
+        return KVCache(
+            tuple(jax.lax.dynamic_update_slice(f, w, at) for f, w in zip(self.k, prefix.k)),
+            tuple(jax.lax.dynamic_update_slice(f, w, at) for f, w in zip(self.v, prefix.v)),
+            prefix.lengths)
 
 
 class DecoderLayer(nnx.Module):
@@ -113,10 +131,10 @@ class Decoder(nnx.Module):
         causal = jnp.tril(jnp.ones((t, t), bool))
         allowed = causal[None] & attn_mask_BT[:, None, :]
         x = self._embed(tokens_BT)
-        inv_freq = self._inv_freq()
+        rope = rope_tables(positions_BT, self._inv_freq())
         for layer in self.layers:
             h = layer.input_layernorm(x)
-            q, k, v = layer.self_attn.project_qkv(h, positions_BT, inv_freq)
+            q, k, v = layer.self_attn.project_qkv(h, rope)
             x = x + layer.self_attn.output(grouped_attention(q, k, v, allowed))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.norm(x)
@@ -143,11 +161,11 @@ class Decoder(nnx.Module):
         # key yet for valid queries, because s <= p < length + new_len.
         allowed = jnp.arange(max_len)[None, None, :] <= positions_BT[:, :, None]
         x = self._embed(tokens_BT)
-        inv_freq = self._inv_freq()
+        rope = rope_tables(positions_BT, self._inv_freq())
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             h = layer.input_layernorm(x)
-            q, k, v = layer.self_attn.project_qkv(h, positions_BT, inv_freq)
+            q, k, v = layer.self_attn.project_qkv(h, rope)
             # Indexing [rows, :, positions] puts the advanced dims first: updates are [B, T, KV, hd].
             layer_k = cache.k[i].at[rows_B1, :, write_idx_BT].set(k.astype(cache.k[i].dtype),
                                                                    mode="drop")
@@ -158,7 +176,11 @@ class Decoder(nnx.Module):
             x = x + layer.self_attn.output(grouped_attention(q, layer_k, layer_v, allowed,
                                                              kv_layout="BNSK"))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        lengths = jnp.minimum(cache.lengths + new_lens_B.astype(jnp.int32), max_len)
+        # Rows that append nothing keep their length as is: a windowed cache (the rollout reads
+        # only a prefix of the full one) may be shorter than a finished row's length.
+        new_lens_B = new_lens_B.astype(jnp.int32)
+        lengths = jnp.where(new_lens_B > 0, jnp.minimum(cache.lengths + new_lens_B, max_len),
+                            cache.lengths)
         return self.norm(x), KVCache(tuple(new_k), tuple(new_v), lengths)
 
     def extend(self, tokens_BT, new_lens_B, cache: KVCache) -> tuple[jax.Array, KVCache]:

@@ -54,11 +54,18 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScalingConfig) -> jn
     return jnp.where(is_medium, smoothed, scaled)
 
 
-def apply_rope(x_BTNK, positions_BT, inv_freq):
-    """Rotate-half RoPE (HF convention: the two halves of the head dim form the pairs)."""
+def rope_tables(positions_BT, inv_freq):
+    """``(cos, sin)``, each ``[B, T, 1, hd/2]``: computed once per forward, shared by every layer."""
     angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq  # [B, T, hd/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
+    # The barrier materialises the tables: otherwise XLA fuses cos/sin into each consumer and
+    # evaluates them once per output element of every q/k rotation.
+    return jax.lax.optimization_barrier((jnp.cos(angles)[:, :, None, :],
+                                         jnp.sin(angles)[:, :, None, :]))
+
+
+def apply_rope(x_BTNK, rope):
+    """Rotate-half RoPE (HF convention: the two halves of the head dim form the pairs)."""
+    cos, sin = rope
     x = x_BTNK.astype(jnp.float32)
     x1, x2 = jnp.split(x, 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -113,20 +120,23 @@ class Attention(nnx.Module):
             self.k_bias = nnx.Param(jnp.zeros((cfg.num_kv_heads * hd,), pdt), axes=("kv_heads",))
             self.v_bias = nnx.Param(jnp.zeros((cfg.num_kv_heads * hd,), pdt), axes=("kv_heads",))
 
-    def project_qkv(self, x_BTD, positions_BT, inv_freq):
+    def project_qkv(self, x_BTD, rope):
+        """q, k (rotated with ``rope`` = :func:`rope_tables`) and v, each ``[B, T, heads, hd]``."""
         b, t, _ = x_BTD.shape
         dt = x_BTD.dtype
-        q = x_BTD @ self.q_proj[...].astype(dt)
-        k = x_BTD @ self.k_proj[...].astype(dt)
-        v = x_BTD @ self.v_proj[...].astype(dt)
+        # One matmul for q, k and v: three small matmuls run well below the CPU's matmul peak
+        # at decode batch sizes. Inside the decode loop XLA hoists the (loop-invariant) concat.
+        w = jnp.concatenate([self.q_proj[...], self.k_proj[...], self.v_proj[...]], axis=1)
+        qkv = x_BTD @ w.astype(dt)
         if self.qkv_bias:
-            q = q + self.q_bias[...].astype(dt)
-            k = k + self.k_bias[...].astype(dt)
-            v = v + self.v_bias[...].astype(dt)
+            qkv = qkv + jnp.concatenate(
+                [self.q_bias[...], self.k_bias[...], self.v_bias[...]]).astype(dt)
+        nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q, k, v = qkv[..., :nq], qkv[..., nq:nq + nkv], qkv[..., nq + nkv:]
         q = q.reshape(b, t, self.num_heads, self.head_dim)
         k = k.reshape(b, t, self.num_kv_heads, self.head_dim)
         v = v.reshape(b, t, self.num_kv_heads, self.head_dim)
-        return apply_rope(q, positions_BT, inv_freq), apply_rope(k, positions_BT, inv_freq), v
+        return apply_rope(q, rope), apply_rope(k, rope), v
 
     def output(self, attn_BTHK):
         b, t = attn_BTHK.shape[:2]
@@ -146,5 +156,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         dt = x.dtype
-        gate = jax.nn.silu(x @ self.gate_proj[...].astype(dt))
-        return (gate * (x @ self.up_proj[...].astype(dt))) @ self.down_proj[...].astype(dt)
+        f = self.gate_proj.shape[1]
+        gate_up = x @ jnp.concatenate([self.gate_proj[...], self.up_proj[...]], axis=1).astype(dt)
+        gate = jax.nn.silu(gate_up[..., :f])
+        return (gate * gate_up[..., f:]) @ self.down_proj[...].astype(dt)

@@ -4,12 +4,21 @@ All three take the parameter ``State`` as an argument (not a closure) so a polic
 recompiles them, and see only the static shapes of :class:`toolrl_jax.buckets.RolloutShapes`.
 
 * ``prefill(params, tokens_BP, lens_B) -> (cache, last_logits_BV)``
-* ``decode_segment(params, cache, last_logits_BV, row_keys_B, running_B, budget_B, window_BW)``
-  runs up to ``segment_len`` steps in one ``lax.while_loop``; a row stops on an EOS id, on any
-  stop sequence (multi-token, matched on token ids against the row's last sampled tokens), on its
-  token budget, or when the cache is full. The loop exits as soon as no row is running.
-* ``extend(params, cache, last_logits_BV, tokens_BE, lens_B)`` appends each row's tool-result
-  tokens at its own offset; rows with ``lens_B == 0`` keep their cache and logits unchanged.
+* ``decode_segment(params, cache, last_logits_BV, row_keys_B, running_B, budget_B, window_BW,
+  kv_len=W)`` runs up to ``segment_len`` steps in one ``lax.while_loop``; a row stops on an EOS
+  id, on any stop sequence (multi-token, matched on token ids against the row's last sampled
+  tokens), on its token budget, or when the cache is full. The loop exits as soon as no row is
+  running.
+* ``extend(params, cache, last_logits_BV, tokens_BE, lens_B, kv_len=W)`` appends each row's
+  tool-result tokens at its own offset; rows with ``lens_B == 0`` keep their cache and logits.
+
+**Cache windows.** ``kv_len`` (static, one of ``shapes.kv_windows``) is how much of the cache a
+call reads and writes: the call works on the cache's first ``kv_len`` positions and writes them
+back (in place: the cache is donated). A decode step's cost is dominated by reading the keys and
+values it attends over, so attending over the rows' real lengths instead of the whole
+preallocated cache is what makes long caches cheap early in a rollout. The caller picks the
+smallest window that every *running* row's length plus the call's new tokens fits in; a row that
+nonetheless reaches ``kv_len`` pauses (stop code ``RUNNING``) and resumes in the next call.
 """
 
 from __future__ import annotations
@@ -81,8 +90,9 @@ class CompiledRollout:
         self.window = width
         self.has_stops = bool(stop_sequences)
         self.prefill = jax.jit(self._prefill)
-        self.extend = jax.jit(self._extend, donate_argnums=(1, 2))
-        self.decode_segment = jax.jit(self._decode_segment, donate_argnums=(1, 2))
+        self.extend = jax.jit(self._extend, donate_argnums=(1, 2), static_argnames=("kv_len",))
+        self.decode_segment = jax.jit(self._decode_segment, donate_argnums=(1, 2),
+                                      static_argnames=("kv_len",))
 
     # ------------------------------------------------------------------ helpers
     def _model(self, params):
@@ -100,10 +110,21 @@ class CompiledRollout:
         b = tokens_BP.shape[0]
         cache = KVCache.init(model.cfg, b, self.shapes.cache_len)
         last = jnp.zeros((b, model.cfg.vocab_size), jnp.float32)
-        return self._append(model, cache, last, tokens_BP, lens_B)
+        # The prompt attends only over the positions it can fill.
+        window = cache.prefix(self.shapes.kv_window(tokens_BP.shape[1]))
+        window, last = self._append(model, window, last, tokens_BP, lens_B)
+        return cache.with_prefix(window), last
 
-    def _extend(self, params, cache, last_logits_BV, tokens_BE, lens_B):
-        return self._append(self._model(params), cache, last_logits_BV, tokens_BE, lens_B)
+    def _check_kv_len(self, kv_len: int) -> None:
+        if kv_len not in self.shapes.kv_windows:
+            raise ValueError(f"kv_len={kv_len} is not one of the compiled cache windows "
+                             f"{self.shapes.kv_windows}")
+
+    def _extend(self, params, cache, last_logits_BV, tokens_BE, lens_B, *, kv_len: int):
+        self._check_kv_len(kv_len)
+        window, last = self._append(self._model(params), cache.prefix(kv_len), last_logits_BV,
+                                    tokens_BE, lens_B)
+        return cache.with_prefix(window), last
 
     def _matches_stop(self, window_BW):
         """[B] index of the first stop sequence that ends the window, or −1."""
@@ -115,12 +136,14 @@ class CompiledRollout:
         hit = eq.any(-1)
         return jnp.where(hit, jnp.argmax(eq, axis=-1), -1).astype(jnp.int32)
 
-    def _decode_segment(self, params, cache, last_logits_BV, row_keys_B, running_B, budget_B,
-                        window_BW):
+    def _decode_segment(self, params, full_cache, last_logits_BV, row_keys_B, running_B,
+                        budget_B, window_BW, *, kv_len: int):
+        self._check_kv_len(kv_len)
         model = self._model(params)
         b = last_logits_BV.shape[0]
         steps = self.shapes.segment_len
-        cache_len = cache.max_len
+        cache_len = full_cache.max_len
+        cache = full_cache.prefix(kv_len)
         sp = self.sampling
         draw = functools.partial(sample, temperature=sp.temperature, top_k=sp.top_k,
                                  top_p=sp.top_p, greedy=sp.greedy)
@@ -132,7 +155,7 @@ class CompiledRollout:
             logp=jnp.zeros((b, steps), jnp.float32),
             entropy=jnp.zeros((b, steps), jnp.float32),
             count=jnp.zeros((b,), jnp.int32),
-            running=running_B & (budget_B > 0) & (cache.lengths < cache_len),
+            running=running_B & (budget_B > 0) & (cache.lengths < kv_len),
             stop=jnp.where(running_B & (budget_B <= 0), STOP_BUDGET,
                            jnp.where(running_B & (cache.lengths >= cache_len), STOP_CACHE_FULL,
                                      RUNNING)).astype(jnp.int32),
@@ -170,7 +193,7 @@ class CompiledRollout:
             return dict(
                 i=c["i"] + 1, cache=new_cache, last=last, tokens=tokens, logp=logp,
                 entropy=entropy, count=c["count"] + run.astype(jnp.int32),
-                running=run & ~stopping,
+                running=run & ~stopping & (new_cache.lengths < kv_len),  # window end: pause
                 stop=jnp.where(stopping, code, c["stop"]).astype(jnp.int32),
                 which=jnp.where(stopping & (code == STOP_SEQUENCE), which, c["which"]),
                 budget=budget, window=window,
@@ -178,4 +201,5 @@ class CompiledRollout:
 
         out = jax.lax.while_loop(cond, body, init)
         return SegmentOutput(out["tokens"], out["logp"], out["entropy"], out["count"], out["stop"],
-                             out["which"], out["window"], out["cache"], out["last"])
+                             out["which"], out["window"], full_cache.with_prefix(out["cache"]),
+                             out["last"])

@@ -126,6 +126,31 @@ class RolloutEngine:
         tokens = self._encode(self.syntax.format_result(dataclasses.replace(result, text=output)))
         return tokens[: min(self.shapes.extend_len, room)]
 
+    # ------------------------------------------------------------------ compilation
+    def warmup(self, params) -> int:
+        """Compiles prefill and every cache window of decode and extend; returns the count.
+
+        Rollouts pick a window per call from the rows' lengths, so without this a window is
+        compiled the first time some rollout needs it; after warm-up nothing compiles again.
+        The calls run on inert rows (nothing running, nothing appended), so they cost only the
+        compilations.
+        """
+        s, c = self.shapes, self.compiled
+        tokens = jnp.full((s.batch, s.prefill_len), c.pad_id, jnp.int32)
+        cache, last = c.prefill(params, tokens, jnp.ones((s.batch,), jnp.int32))
+        keys = self._row_keys([_Row(0, i, [c.pad_id], 1) for i in range(s.batch)])
+        idle = jnp.zeros((s.batch,), bool)
+        budget = jnp.zeros((s.batch,), jnp.int32)
+        window = jnp.full((s.batch, c.window), -1, jnp.int32)
+        ext = jnp.full((s.batch, s.extend_len), c.pad_id, jnp.int32)
+        no_lens = jnp.zeros((s.batch,), jnp.int32)
+        for kv_len in s.kv_windows:
+            out = c.decode_segment(params, cache, last, keys, idle, budget, window, kv_len=kv_len)
+            cache, last = c.extend(params, out.cache, out.last_logits_BV, ext, no_lens,
+                                   kv_len=kv_len)
+        jax.block_until_ready(last)
+        return 1 + 2 * len(s.kv_windows)
+
     # ------------------------------------------------------------------ main entry
     def generate(self, params, prompts: Sequence[Sequence[int]], group_size: int,
                  prompt_ids: Sequence[int] | None = None) -> list[Trajectory]:
@@ -165,8 +190,12 @@ class RolloutEngine:
             t0 = time.perf_counter()
             running = np.array([not r.done for r in rows])
             budget = np.array([self.limits.max_new_tokens - r.sampled for r in rows], np.int32)
+            # Every running row can grow by at most segment_len tokens in this call.
+            longest = max(len(r.tokens) for r in rows if not r.done)
+            kv_len = s.kv_window(longest + s.segment_len)
             out = self.compiled.decode_segment(params, cache, last, keys, jnp.asarray(running),
-                                               jnp.asarray(budget), jnp.asarray(window))
+                                               jnp.asarray(budget), jnp.asarray(window),
+                                               kv_len=kv_len)
             cache, last = out.cache, out.last_logits_BV
             host = jax.device_get(
                 (out.tokens_BS, out.logp_BS, out.entropy_BS, out.num_tokens_B, out.stop_code_B,
@@ -250,8 +279,11 @@ class RolloutEngine:
             window[i] = -1  # stop sequences match sampled tokens of the new turn only
         self.stats.host_s += time.perf_counter() - t0
         t0 = time.perf_counter()
+        if not ext_lens.any():  # every pending row ran out of cache: nothing to append
+            return cache, last
+        kv_len = s.kv_window(max(len(rows[i].tokens) for i in np.flatnonzero(ext_lens)))
         cache, last = self.compiled.extend(params, cache, last, jnp.asarray(ext),
-                                           jnp.asarray(ext_lens))
+                                           jnp.asarray(ext_lens), kv_len=kv_len)
         self.stats.extends += 1
         self.stats.generate_s += time.perf_counter() - t0
         return cache, last
