@@ -37,12 +37,14 @@ from toolrl_jax.models.layers import (
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """Per-layer keys/values ``[B, KV, L_max, hd]`` and each row's filled length ``[B]``.
+    """Per-layer keys ``[B, KV, hd, L_max]``, values ``[B, KV, L_max, hd]``, row lengths ``[B]``.
 
     One array per layer (not one stacked array) so a decode step's scatter updates each layer's
     buffer in place inside ``lax.while_loop`` instead of rewriting a stacked slab. Heads come
-    before positions so attention contracts the cache as stored: with ``[B, L, KV, hd]`` XLA
-    transposed the whole cache of every layer on every decode step (5x slower at L = 208).
+    before positions so attention contracts the cache as stored (with ``[B, L, KV, hd]`` XLA
+    transposed the whole cache of every layer on every decode step: 5x slower at L = 208), and
+    keys are stored transposed so both attention matmuls are plain ``[M, K] x [K, N]`` products:
+    the CPU matmul kernels ran q·kᵀ against position-major keys ~2x slower than p·v (measured).
     """
 
     k: tuple[jax.Array, ...]
@@ -52,21 +54,21 @@ class KVCache:
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
         dtype = dtype or DTYPES[cfg.dtype]
-        shape = (batch, cfg.num_kv_heads, max_len, cfg.resolved_head_dim)
-        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-        return cls(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+        kv, hd = cfg.num_kv_heads, cfg.resolved_head_dim
+        return cls(tuple(jnp.zeros((batch, kv, hd, max_len), dtype) for _ in range(cfg.num_layers)),
+                   tuple(jnp.zeros((batch, kv, max_len, hd), dtype) for _ in range(cfg.num_layers)),
                    jnp.zeros((batch,), jnp.int32))
 
     @property
     def max_len(self) -> int:
-        return self.k[0].shape[2]
+        return self.v[0].shape[2]
 
     def prefix(self, width: int) -> KVCache:
         """The first ``width`` positions of every layer (a copy; lengths unchanged)."""
         if width == self.max_len:
             return self
-        return KVCache(tuple(k[:, :, :width] for k in self.k), tuple(v[:, :, :width] for v in self.v),
-                       self.lengths)
+        return KVCache(tuple(k[..., :width] for k in self.k),
+                       tuple(v[:, :, :width] for v in self.v), self.lengths)
 
     def with_prefix(self, prefix: KVCache) -> KVCache:
         """This cache with its first positions replaced by ``prefix`` (in place when donated)."""
@@ -161,20 +163,21 @@ class Decoder(nnx.Module):
         # key yet for valid queries, because s <= p < length + new_len.
         allowed = jnp.arange(max_len)[None, None, :] <= positions_BT[:, :, None]
         x = self._embed(tokens_BT)
-        rope = rope_tables(positions_BT, self._inv_freq())
+        rope = rope_tables(positions_BT, self._inv_freq(), max_position=max_len)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             h = layer.input_layernorm(x)
             q, k, v = layer.self_attn.project_qkv(h, rope)
-            # Indexing [rows, :, positions] puts the advanced dims first: updates are [B, T, KV, hd].
-            layer_k = cache.k[i].at[rows_B1, :, write_idx_BT].set(k.astype(cache.k[i].dtype),
-                                                                   mode="drop")
+            # Indexing [rows, :, (:,) positions] puts the advanced dims first: updates are
+            # [B, T, KV, hd] for the transposed keys as for the values.
+            layer_k = cache.k[i].at[rows_B1, :, :, write_idx_BT].set(k.astype(cache.k[i].dtype),
+                                                                      mode="drop")
             layer_v = cache.v[i].at[rows_B1, :, write_idx_BT].set(v.astype(cache.v[i].dtype),
                                                                    mode="drop")
             new_k.append(layer_k)
             new_v.append(layer_v)
             x = x + layer.self_attn.output(grouped_attention(q, layer_k, layer_v, allowed,
-                                                             kv_layout="BNSK"))
+                                                             kv_layout="cache"))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         # Rows that append nothing keep their length as is: a windowed cache (the rollout reads
         # only a prefix of the full one) may be shorter than a finished row's length.
