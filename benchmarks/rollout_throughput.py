@@ -178,7 +178,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best kept)")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (best kept)")
     ap.add_argument("--width", type=int, default=0, help="hidden size (default: the demo's)")
     ap.add_argument("--vocab", type=int, default=0, help="vocabulary (default: the demo's)")
     ap.add_argument("--segment-len", type=int, default=32,
