@@ -9,6 +9,7 @@ from toolrl_jax.rollout.sampling import (
     first_argmax,
     inverse_cdf_sample,
     logprob_and_entropy,
+    policy_distribution,
     prefix_sum,
     sample,
 )
@@ -73,3 +74,19 @@ def test_prefix_sum_and_first_argmax_match_numpy():
     ties = np.array([[1.0, 3.0, 3.0, 0.0], [-np.inf, -np.inf, -1.0, -1.0]], np.float32)
     assert np.asarray(first_argmax(jnp.asarray(ties))).tolist() == [1, 2]
     np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(x))), x.argmax(-1))
+
+
+def test_policy_distribution_matches_a_float64_reference():
+    rng = np.random.default_rng(2)
+    x = rng.normal(scale=4.0, size=(6, 300)).astype(np.float32)
+    x[:, ::7] = -np.inf  # masked vocabulary entries
+    logp, p, ent = (np.asarray(a) for a in policy_distribution(jnp.asarray(x)))
+    x64 = x.astype(np.float64)
+    ref_p = np.exp(x64 - x64.max(-1, keepdims=True))
+    ref_p /= ref_p.sum(-1, keepdims=True)
+    finite = np.isfinite(x)
+    np.testing.assert_allclose(p, ref_p, atol=1e-7)
+    np.testing.assert_allclose(logp[finite], np.log(ref_p[finite]), atol=2e-5)
+    assert np.isneginf(logp[~finite]).all() and (p[~finite] == 0).all()
+    ref_ent = -np.sum(np.where(ref_p > 0, ref_p * np.log(np.where(ref_p > 0, ref_p, 1)), 0), -1)
+    np.testing.assert_allclose(ent, ref_ent, atol=2e-5)

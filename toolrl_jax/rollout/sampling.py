@@ -12,11 +12,26 @@ import jax
 import jax.numpy as jnp
 
 
+def policy_distribution(logits_BV):
+    """``(log_softmax [B, V], softmax [B, V], entropy [B])`` in fp32 from one exp pass.
+
+    −inf (masked) entries get probability 0 and contribute 0 to the entropy. Computing the three
+    together (entropy = log Z − Σ e·z / Z with z = x − max, e = exp z, Z = Σ e) saves the second
+    exp over the vocabulary that ``exp(log_softmax)`` would cost in every decode step.
+    """
+    x = logits_BV.astype(jnp.float32)
+    z = x - jnp.max(x, axis=-1, keepdims=True)
+    e = jnp.exp(z)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    log_total = jnp.log(total)
+    weighted = jnp.sum(jnp.where(e > 0, e * z, 0.0), axis=-1, keepdims=True)
+    entropy = (log_total - weighted / total)[:, 0]
+    return z - log_total, e / total, entropy
+
+
 def logprob_and_entropy(logits_BV):
     """``(log_softmax [B, V], entropy [B])`` in fp32; −inf (masked) entries contribute 0."""
-    logp = jax.nn.log_softmax(logits_BV.astype(jnp.float32), axis=-1)
-    p = jnp.exp(logp)
-    entropy = -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
+    logp, _, entropy = policy_distribution(logits_BV)
     return logp, entropy
 
 
@@ -106,12 +121,12 @@ def inverse_cdf_sample(probs_BV, keys_B):
 
 def sample(logits_BV, keys_B, *, temperature: float, top_k: int, top_p: float, greedy: bool):
     """Returns ``(tokens [B] int32, logp [B], entropy [B])`` for one step."""
-    logp_BV, entropy_B = logprob_and_entropy(logits_BV)
+    logp_BV, policy_BV, entropy_B = policy_distribution(logits_BV)
     if greedy:
         tokens = first_argmax(logits_BV)
     else:
         if temperature == 1.0 and top_k <= 0 and top_p >= 1.0:
-            probs = jnp.exp(logp_BV)  # the sampling distribution is the policy: reuse it
+            probs = policy_BV  # the sampling distribution is the policy: reuse it
         else:
             probs = jax.nn.softmax(filter_logits(logits_BV, temperature, top_k, top_p), axis=-1)
         tokens = inverse_cdf_sample(probs, keys_B)
