@@ -31,6 +31,11 @@ import tempfile
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One XLA:CPU program runs on one core; with the host exposed as one XLA device per core, the
+# engine decodes one lane (sub-batch) per core concurrently (--lanes). Must precede jax import.
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                               f"device_count={os.cpu_count() or 1}").strip()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import jax  # noqa: E402
@@ -104,8 +109,13 @@ class OneCallPerRow(NoCalls):
         return " ".join(str(ord(c)) for c in result.text)  # the digits, as token ids
 
 
-def make_engine(graphdef, batch, new_tokens, segment_len, syntax, max_calls, cache_windows):
-    rc = RolloutConfig(prompts_per_step=batch, group_size=1, max_prompt_len=PROMPT_LEN,
+def make_engine(graphdef, batch, new_tokens, segment_len, syntax, max_calls, cache_windows,
+                lanes=1):
+    if batch % lanes:
+        raise SystemExit(f"--batch {batch} does not split into {lanes} lanes")
+    if lanes > len(jax.devices()):
+        raise SystemExit(f"--lanes {lanes} > {len(jax.devices())} XLA devices")
+    rc = RolloutConfig(prompts_per_step=batch // lanes, group_size=1, max_prompt_len=PROMPT_LEN,
                        max_new_tokens=new_tokens, max_cache_len=PROMPT_LEN + new_tokens + 64,
                        segment_len=segment_len, max_tool_calls=max_calls, max_result_tokens=16,
                        length_bucket=16, cache_windows=cache_windows)
@@ -118,7 +128,8 @@ def make_engine(graphdef, batch, new_tokens, segment_len, syntax, max_calls, cac
         return [calc.call(c.arguments) for c in calls]
 
     return RolloutEngine(compiled, IdTokenizer(), syntax, execute,
-                         EngineLimits(new_tokens, max_calls, 16), seed=0)
+                         EngineLimits(new_tokens, max_calls, 16), seed=0,
+                         devices=jax.devices()[:lanes])
 
 
 def engine_runner(engine, params, prompts, reset=None):
@@ -184,6 +195,8 @@ def main():
     ap.add_argument("--segment-len", type=int, default=32,
                     help="decode steps per compiled segment (rollout.segment_len)")
     ap.add_argument("--cache-windows", type=int, default=8, help="rollout.cache_windows")
+    ap.add_argument("--lanes", type=int, default=min(2, os.cpu_count() or 1),
+                    help="rollout lanes = sub-batches decoded concurrently, one per XLA device")
     args = ap.parse_args()
     global DEMO_MODEL
     if args.width or args.vocab:
@@ -191,7 +204,7 @@ def main():
         DEMO_MODEL = dataclasses.replace(DEMO_MODEL, hidden_size=w, intermediate_size=3 * w,
                                          vocab_size=args.vocab or DEMO_MODEL.vocab_size)
     b, n = args.batch, args.new_tokens
-    seg, cw = args.segment_len, args.cache_windows
+    seg, cw, lanes = args.segment_len, args.cache_windows, args.lanes
     half = n // 2
     model = init_decoder(DEMO_MODEL, seed=0)
     graphdef, params = nnx.split(model)
@@ -199,18 +212,18 @@ def main():
     prompts = rng.integers(5, DEMO_MODEL.vocab_size, size=(b, PROMPT_LEN)).tolist()
     print(f"devices: {jax.devices()}  model: {DEMO_MODEL.num_layers} layers x "
           f"{DEMO_MODEL.hidden_size} dim, vocab {DEMO_MODEL.vocab_size}; batch {b}, {n} new tokens; "
-          f"segment_len {seg}, cache_windows {cw}, {args.rounds} interleaved rounds")
+          f"segment_len {seg}, cache_windows {cw}, {lanes} lane(s), {args.rounds} interleaved rounds")
 
     syntax = OneCallPerRow(b)
-    tool_engine = make_engine(graphdef, b, n, half, syntax, 1, cw)
+    tool_engine = make_engine(graphdef, b, n, half, syntax, 1, cw, lanes)
     with tempfile.TemporaryDirectory() as d:
         save_hf(model, d)
         runners = {
-            "ours": engine_runner(make_engine(graphdef, b, n, seg, NoCalls(), 0, cw), params,
+            "ours": engine_runner(make_engine(graphdef, b, n, seg, NoCalls(), 0, cw, lanes), params,
                                   prompts),
             "hf": hf_runner(d, prompts, n),
             # Scenario 2: segments of n/2, one call per row at the end of the first one.
-            "two_segments": engine_runner(make_engine(graphdef, b, n, half, NoCalls(), 1, cw),
+            "two_segments": engine_runner(make_engine(graphdef, b, n, half, NoCalls(), 1, cw, lanes),
                                           params, prompts),
             "one_call": engine_runner(tool_engine, params, prompts,
                                       reset=lambda: setattr(syntax, "formatted", 0)),

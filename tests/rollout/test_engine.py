@@ -1,5 +1,6 @@
 """Rollout engine: token-exact trajectories, logprob consistency, no recompiles, reproducibility."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def setup(tokenizer):
     return _make_setup(tokenizer, cache_windows=4)
 
 
-def _make_setup(tokenizer, cache_windows):
+def _make_setup(tokenizer, cache_windows, lanes=1):
     cfg = tiny_qwen2_config(vocab_size=len(tokenizer), num_layers=2)
     model = init_decoder(cfg, seed=0)
     graphdef, params = nnx.split(model)
@@ -42,7 +43,7 @@ def _make_setup(tokenizer, cache_windows):
     rc = RolloutConfig(prompts_per_step=3, group_size=2, max_prompt_len=32, max_new_tokens=48,
                        max_cache_len=176, segment_len=8, max_tool_calls=3, max_result_tokens=12,
                        length_bucket=8, temperature=1.0, cache_windows=cache_windows)
-    shapes = RolloutShapes.from_config(rc)
+    shapes = RolloutShapes.from_config(rc, batch=rc.prompts_per_step * rc.group_size // lanes)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), shapes, eos_ids=[eos],
                                stop_sequences=[[i] for i in end_ids],
@@ -50,7 +51,7 @@ def _make_setup(tokenizer, cache_windows):
     syntax = EndTokenSyntax([tokenizer.decode([i]) for i in end_ids])
     engine = RolloutEngine(compiled, tokenizer, syntax, echo_executor,
                            EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens),
-                           seed=1)
+                           seed=1, devices=jax.devices()[:lanes] if lanes > 1 else None)
     return model, params, engine
 
 
@@ -208,3 +209,24 @@ def test_malformed_calls_become_invalid_call_results_shown_to_the_model(setup, t
             assert "invalid call" in shown  # the model sees why (truncated to max_result_tokens)
             assert c.output == "invalid call: unknown tool 'echo'"
             assert t.loss_mask[s:e].sum() == 0
+
+
+def test_lanes_on_two_devices_give_the_same_trajectories(setup, tokenizer):
+    _, params, one_lane = setup
+    _, _, two_lanes = _make_setup(tokenizer, cache_windows=4, lanes=2)
+    assert two_lanes.shapes.batch == 3 and len(two_lanes.devices) == 2
+    prompts = _prompts(tokenizer, PROMPTS)
+    a = one_lane.generate(params, prompts, group_size=2)
+    b = two_lanes.generate(params, prompts, group_size=2)
+    assert sum(t.num_calls for t in b) >= 3  # tool turns happened in both lanes' rows
+    for x, y in zip(a, b):
+        assert (x.prompt_id, x.sample_id) == (y.prompt_id, y.sample_id)
+        np.testing.assert_array_equal(x.tokens, y.tokens)
+        np.testing.assert_allclose(x.old_logp, y.old_logp, atol=1e-5)
+        assert [c.status for c in x.calls] == [c.status for c in y.calls]
+    with pytest.raises(ValueError, match="exceed the compiled rollout batch 3 x 2 lanes"):
+        two_lanes.generate(params, prompts + prompts[:1], group_size=2)
+    assert two_lanes.warmup(params) == 2 * (1 + 2 * 4)  # per lane: prefill, decode/extend x 4
+    with CompileCounter() as counter:
+        two_lanes.generate(params, _prompts(tokenizer, ["1", "x y", "7 * 8 = ?"]), group_size=2)
+    assert counter.count == 0

@@ -88,11 +88,40 @@ class _Row:
             self.sampled += n
 
 
+@dataclasses.dataclass
+class _Lane:
+    """One compiled batch of rows and its device state (cache, logits, keys, stop windows)."""
+
+    rows: list[_Row]
+    device: object  # jax.Device, or None for the default placement
+    params: object = None
+    cache: object = None
+    last: object = None
+    keys: object = None
+    window: np.ndarray | None = None
+    out: object = None  # the SegmentOutput in flight
+    lengths: np.ndarray | None = None  # cache lengths after the last segment (host copy)
+    pending: list = dataclasses.field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return any(not r.done for r in self.rows)
+
+    def put(self, x):
+        return jnp.asarray(x) if self.device is None else jax.device_put(x, self.device)
+
+
 class RolloutEngine:
     """Generates tool-using trajectories for a policy; see the module docstring."""
 
     def __init__(self, compiled: CompiledRollout, tokenizer, syntax, execute: Executor,
-                 limits: EngineLimits, seed: int = 0):
+                 limits: EngineLimits, seed: int = 0, devices: Sequence | None = None):
+        """``devices``: one rollout *lane* per device — the rows are split into independent
+        sub-batches of ``compiled.shapes.batch`` rows, each decoded on its own device with its
+        own copy of the parameters. Calls are dispatched to every lane before any result is
+        read, so the devices decode concurrently (on a CPU host exposed as N XLA devices, the
+        lanes use N cores; one XLA:CPU program uses one). ``None``: one lane, default device."""
+        self.devices = list(devices) if devices else [None]
         self.compiled = compiled
         self.shapes: RolloutShapes = compiled.shapes
         self.tokenizer = tokenizer
@@ -136,20 +165,25 @@ class RolloutEngine:
         compilations.
         """
         s, c = self.shapes, self.compiled
-        tokens = jnp.full((s.batch, s.prefill_len), c.pad_id, jnp.int32)
-        cache, last = c.prefill(params, tokens, jnp.ones((s.batch,), jnp.int32))
-        keys = self._row_keys([_Row(0, i, [c.pad_id], 1) for i in range(s.batch)])
-        idle = jnp.zeros((s.batch,), bool)
-        budget = jnp.zeros((s.batch,), jnp.int32)
-        window = jnp.full((s.batch, c.window), -1, jnp.int32)
-        ext = jnp.full((s.batch, s.extend_len), c.pad_id, jnp.int32)
-        no_lens = jnp.zeros((s.batch,), jnp.int32)
-        for kv_len in s.kv_windows:
-            out = c.decode_segment(params, cache, last, keys, idle, budget, window, kv_len=kv_len)
-            cache, last = c.extend(params, out.cache, out.last_logits_BV, ext, no_lens,
-                                   kv_len=kv_len)
-        jax.block_until_ready(last)
-        return 1 + 2 * len(s.kv_windows)
+        for device in self.devices:
+            lane = _Lane([], device)
+            p = params if device is None else jax.device_put(params, device)
+            cache, last = c.prefill(p, lane.put(np.full((s.batch, s.prefill_len), c.pad_id,
+                                                        np.int32)),
+                                    lane.put(np.ones((s.batch,), np.int32)))
+            keys = lane.put(self._row_keys([_Row(0, i, [c.pad_id], 1) for i in range(s.batch)]))
+            idle = lane.put(np.zeros((s.batch,), bool))
+            budget = lane.put(np.zeros((s.batch,), np.int32))
+            window = lane.put(np.full((s.batch, c.window), -1, np.int32))
+            ext = lane.put(np.full((s.batch, s.extend_len), c.pad_id, np.int32))
+            no_lens = lane.put(np.zeros((s.batch,), np.int32))
+            for kv_len in s.kv_windows:
+                out = c.decode_segment(p, cache, last, keys, idle, budget, window,
+                                       kv_len=kv_len)
+                cache, last = c.extend(p, out.cache, out.last_logits_BV, ext, no_lens,
+                                       kv_len=kv_len)
+            jax.block_until_ready(last)
+        return len(self.devices) * (1 + 2 * len(s.kv_windows))
 
     # ------------------------------------------------------------------ main entry
     def generate(self, params, prompts: Sequence[Sequence[int]], group_size: int,
@@ -162,63 +196,81 @@ class RolloutEngine:
             for g in range(group_size)
         ]
         s = self.shapes
-        if len(rows) > s.batch:
-            raise ValueError(f"{len(rows)} rows exceed the compiled rollout batch {s.batch}")
+        capacity = s.batch * len(self.devices)
+        if len(rows) > capacity:
+            raise ValueError(f"{len(rows)} rows exceed the compiled rollout batch {s.batch}"
+                             + (f" x {len(self.devices)} lanes" if len(self.devices) > 1 else ""))
         for r in rows:
             if not 0 < r.prompt_len <= s.prefill_len:
                 raise ValueError(f"prompt {r.prompt_id} has {r.prompt_len} tokens; allowed 1.."
                                  f"{s.prefill_len} (rollout.max_prompt_len)")
-        n_real = len(rows)
-        # Pad to the compiled batch with inert one-token rows.
-        while len(rows) < s.batch:
-            filler = _Row(-1, len(rows), [self.compiled.pad_id], 1)
-            filler.done = True
-            rows.append(filler)
+        real_rows = rows
+        # Rows split evenly over the lanes, each padded to the compiled batch with inert rows.
+        per_lane = -(-len(rows) // len(self.devices))
+        lanes = []
+        for k, device in enumerate(self.devices):
+            lane_rows = rows[k * per_lane:(k + 1) * per_lane]
+            while len(lane_rows) < s.batch:
+                filler = _Row(-1, len(lane_rows), [self.compiled.pad_id], 1)
+                filler.done = True
+                lane_rows.append(filler)
+            lanes.append(_Lane(lane_rows, device))
 
         t0 = time.perf_counter()
-        prefill = np.full((s.batch, s.prefill_len), self.compiled.pad_id, np.int32)
-        lens = np.zeros((s.batch,), np.int32)
-        for i, r in enumerate(rows):
-            prefill[i, : r.prompt_len] = r.tokens
-            lens[i] = r.prompt_len
-        cache, last = self.compiled.prefill(params, jnp.asarray(prefill), jnp.asarray(lens))
-        keys = self._row_keys(rows)
-        window = np.full((s.batch, self.compiled.window), -1, np.int32)
+        for lane in lanes:
+            lane.params = params if lane.device is None else jax.device_put(params, lane.device)
+            prefill = np.full((s.batch, s.prefill_len), self.compiled.pad_id, np.int32)
+            lens = np.zeros((s.batch,), np.int32)
+            for i, r in enumerate(lane.rows):
+                prefill[i, : r.prompt_len] = r.tokens
+                lens[i] = r.prompt_len
+            lane.cache, lane.last = self.compiled.prefill(lane.params, lane.put(prefill),
+                                                          lane.put(lens))
+            lane.keys = lane.put(self._row_keys(lane.rows))
+            lane.window = np.full((s.batch, self.compiled.window), -1, np.int32)
         self.stats.generate_s += time.perf_counter() - t0
 
-        while not all(r.done for r in rows):
+        while any(lane.active for lane in lanes):
             t0 = time.perf_counter()
-            running = np.array([not r.done for r in rows])
-            budget = np.array([self.limits.max_new_tokens - r.sampled for r in rows], np.int32)
-            # Every running row can grow by at most segment_len tokens in this call.
-            longest = max(len(r.tokens) for r in rows if not r.done)
-            kv_len = s.kv_window(longest + s.segment_len)
-            out = self.compiled.decode_segment(params, cache, last, keys, jnp.asarray(running),
-                                               jnp.asarray(budget), jnp.asarray(window),
-                                               kv_len=kv_len)
-            cache, last = out.cache, out.last_logits_BV
-            host = jax.device_get(
-                (out.tokens_BS, out.logp_BS, out.entropy_BS, out.num_tokens_B, out.stop_code_B,
-                 out.window_BW, cache.lengths))
-            tokens_BS, logp_BS, ent_BS, count_B, stop_B, window, lengths_B = host
-            window = np.array(window)
+            for lane in lanes:  # dispatch every lane before reading any: they run concurrently
+                lane.out = self._dispatch_segment(lane) if lane.active else None
+            host = jax.device_get([
+                (o.tokens_BS, o.logp_BS, o.entropy_BS, o.num_tokens_B, o.stop_code_B,
+                 o.window_BW, o.cache.lengths) if (o := lane.out) is not None else None
+                for lane in lanes])
             self.stats.generate_s += time.perf_counter() - t0
-            self.stats.segments += 1
             t0 = time.perf_counter()
-            pending: list[tuple[int, ParsedCall | InvalidCall, tuple[int, int]]] = []
-            for i, r in enumerate(rows):
-                if r.done:
+            for lane, got in zip(lanes, host):
+                if got is None:
                     continue
-                n = int(count_B[i])
-                r.add(tokens_BS[i, :n], sampled=True, logp=logp_BS[i, :n].tolist(),
-                      entropy=ent_BS[i, :n].tolist())
-                self.stats.sampled_tokens += n
-                self._after_segment(i, r, int(stop_B[i]), int(lengths_B[i]), pending)
+                lane.cache, lane.last, lane.out = lane.out.cache, lane.out.last_logits_BV, None
+                tokens_BS, logp_BS, ent_BS, count_B, stop_B, window, lengths_B = got
+                lane.window = np.array(window)
+                self.stats.segments += 1
+                lane.pending = []
+                for i, r in enumerate(lane.rows):
+                    if r.done:
+                        continue
+                    n = int(count_B[i])
+                    r.add(tokens_BS[i, :n], sampled=True, logp=logp_BS[i, :n].tolist(),
+                          entropy=ent_BS[i, :n].tolist())
+                    self.stats.sampled_tokens += n
+                    self._after_segment(i, r, int(stop_B[i]), int(lengths_B[i]), lane.pending)
+                lane.lengths = lengths_B
             self.stats.host_s += time.perf_counter() - t0
-            if pending:
-                cache, last = self._run_tools(params, rows, pending, cache, last, window,
-                                              lengths_B)
-        return [self._finish(r) for r in rows[:n_real]]
+            if any(lane.pending for lane in lanes):
+                self._run_tools([lane for lane in lanes if lane.pending])
+        return [self._finish(r) for r in real_rows]
+
+    def _dispatch_segment(self, lane: _Lane):
+        s = self.shapes
+        running = np.array([not r.done for r in lane.rows])
+        budget = np.array([self.limits.max_new_tokens - r.sampled for r in lane.rows], np.int32)
+        # Every running row can grow by at most segment_len tokens in this call.
+        longest = max(len(r.tokens) for r in lane.rows if not r.done)
+        return self.compiled.decode_segment(
+            lane.params, lane.cache, lane.last, lane.keys, lane.put(running), lane.put(budget),
+            lane.put(lane.window), kv_len=s.kv_window(longest + s.segment_len))
 
     # ------------------------------------------------------------------ per-row decisions
     def _after_segment(self, i: int, r: _Row, stop: int, cache_len_now: int, pending) -> None:
@@ -250,43 +302,49 @@ class RolloutEngine:
                                               ToolStatus.INVALID_CALL, parsed.message, span,
                                               (len(r.tokens), len(r.tokens))))
 
-    def _run_tools(self, params, rows, pending, cache, last, window, lengths_B):
+    def _run_tools(self, lanes: list[_Lane]) -> None:
+        """Runs every lane's pending calls in one concurrent batch, then extends each lane."""
         t0 = time.perf_counter()
-        valid = [(i, c) for i, c, _ in pending if isinstance(c, ParsedCall)]
-        results = dict(zip([i for i, _ in valid], self.execute([c for _, c in valid])))
+        valid = [(lane, i, c) for lane in lanes for i, c, _ in lane.pending
+                 if isinstance(c, ParsedCall)]
+        outputs = self.execute([c for _, _, c in valid])
+        results = {(id(lane), i): out for (lane, i, _), out in zip(valid, outputs)}
         self.stats.tools_s += time.perf_counter() - t0
-        self.stats.tool_calls += len(pending)
-        t0 = time.perf_counter()
+        self.stats.tool_calls += sum(len(lane.pending) for lane in lanes)
         s = self.shapes
-        ext = np.full((s.batch, s.extend_len), self.compiled.pad_id, np.int32)
-        ext_lens = np.zeros((s.batch,), np.int32)
-        for i, call, span in pending:
-            r = rows[i]
-            result = results[i] if isinstance(call, ParsedCall) else call.to_result()
-            room = s.cache_len - int(lengths_B[i]) - 1
-            toks = self._result_tokens(result, room) if room > 0 else []
-            start = len(r.tokens)
-            r.calls.append(ToolCallRecord(call.name or "", call.arguments_json,
-                                          ToolStatus(result.status), result.text, span,
-                                          (start, start + len(toks))))
-            if not toks:
-                r.done, r.stop_reason = True, StopReason.CACHE_FULL
+        for lane in lanes:
+            t0 = time.perf_counter()
+            ext = np.full((s.batch, s.extend_len), self.compiled.pad_id, np.int32)
+            ext_lens = np.zeros((s.batch,), np.int32)
+            for i, call, span in lane.pending:
+                r = lane.rows[i]
+                result = (results[(id(lane), i)] if isinstance(call, ParsedCall)
+                          else call.to_result())
+                room = s.cache_len - int(lane.lengths[i]) - 1
+                toks = self._result_tokens(result, room) if room > 0 else []
+                start = len(r.tokens)
+                r.calls.append(ToolCallRecord(call.name or "", call.arguments_json,
+                                              ToolStatus(result.status), result.text, span,
+                                              (start, start + len(toks))))
+                if not toks:
+                    r.done, r.stop_reason = True, StopReason.CACHE_FULL
+                    continue
+                r.add(toks, sampled=False)
+                r.turn_start = len(r.tokens)
+                ext[i, : len(toks)] = toks
+                ext_lens[i] = len(toks)
+                lane.window[i] = -1  # stop sequences match sampled tokens of the new turn only
+            lane.pending = []
+            self.stats.host_s += time.perf_counter() - t0
+            if not ext_lens.any():  # every pending row ran out of cache: nothing to append
                 continue
-            r.add(toks, sampled=False)
-            r.turn_start = len(r.tokens)
-            ext[i, : len(toks)] = toks
-            ext_lens[i] = len(toks)
-            window[i] = -1  # stop sequences match sampled tokens of the new turn only
-        self.stats.host_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if not ext_lens.any():  # every pending row ran out of cache: nothing to append
-            return cache, last
-        kv_len = s.kv_window(max(len(rows[i].tokens) for i in np.flatnonzero(ext_lens)))
-        cache, last = self.compiled.extend(params, cache, last, jnp.asarray(ext),
-                                           jnp.asarray(ext_lens), kv_len=kv_len)
-        self.stats.extends += 1
-        self.stats.generate_s += time.perf_counter() - t0
-        return cache, last
+            t0 = time.perf_counter()
+            kv_len = s.kv_window(max(len(lane.rows[i].tokens) for i in np.flatnonzero(ext_lens)))
+            lane.cache, lane.last = self.compiled.extend(
+                lane.params, lane.cache, lane.last, lane.put(ext), lane.put(ext_lens),
+                kv_len=kv_len)
+            self.stats.extends += 1
+            self.stats.generate_s += time.perf_counter() - t0
 
     def _finish(self, r: _Row) -> Trajectory:
         seg = np.asarray(r.segment_ids, np.int32)
