@@ -45,9 +45,9 @@ NON_TIMING = ("rollout/accuracy", "reward/mean", "rollout/tool_calls", "rollout/
               "pg/loss", "train/grad_norm", "policy/entropy")
 
 
-def _rl(workdir, stop_after=None):
-    cfg = config_lib.load(DEMO, tiny_overrides(str(workdir), mode="rl", **{"train.steps": 4,
-                                                                           "train.checkpoint_every": 2}))
+def _rl(workdir, stop_after=None, steps=4, **extra):
+    cfg = config_lib.load(DEMO, tiny_overrides(str(workdir), mode="rl", **{
+        "train.steps": steps, "train.checkpoint_every": 2, **extra}))
     exp = Experiment.setup(cfg)
     try:
         with MetricsLogger(str(workdir), start_step=global_resume_step(exp)) as logger:
@@ -76,3 +76,28 @@ def test_rl_resume_matches_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(np.asarray(ta[k]), np.asarray(tb[k]), atol=1e-6)
     cfg = json.loads((b / "config.json").read_text())
     assert cfg["train"]["steps"] == 4
+
+
+def test_rl_with_two_rollout_lanes_matches_one_lane(tmp_path):
+    # Lanes split the rollout rows over two devices; trajectories, hence training, are unchanged.
+    _rl(tmp_path / "one", steps=2)
+    _rl(tmp_path / "two", steps=2, **{"rollout.lanes": 2})
+    rows_a = read_metrics(str(tmp_path / "one" / "metrics.jsonl"))
+    rows_b = read_metrics(str(tmp_path / "two" / "metrics.jsonl"))
+    assert len(rows_a) == len(rows_b) == 2
+    for ra, rb in zip(rows_a, rows_b):
+        for key in NON_TIMING:
+            np.testing.assert_allclose(ra[key], rb[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_rollout_lanes_must_fit_the_devices_and_the_batch(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="lanes=3 must divide the rollout batch"):
+        config_lib.load(DEMO, tiny_overrides(str(tmp_path), **{"rollout.lanes": 3}))
+    cfg = config_lib.load(DEMO, tiny_overrides(str(tmp_path), mode="rl", **{
+        "rollout.lanes": 16, "rollout.prompts_per_step": 8}))
+    exp = Experiment.setup(cfg)
+    try:
+        with pytest.raises(ValueError, match="lanes=16 needs as many local devices"):
+            exp.engine(None, greedy=False)
+    finally:
+        exp.close()

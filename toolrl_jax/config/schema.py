@@ -129,6 +129,11 @@ class RolloutConfig:
     # running rows can reach, instead of the whole cache (1: always the whole cache). Each width
     # is compiled once — RolloutEngine.warmup compiles them all up front.
     cache_windows: int = 4
+    # Rows are split into this many independent sub-batches ("lanes"), one per local device,
+    # dispatched together so the devices decode concurrently; each lane holds a full copy of
+    # the parameters (small models). On a CPU host one XLA program uses one core: expose the
+    # cores as devices (XLA_FLAGS=--xla_force_host_platform_device_count=N) and set lanes=N.
+    lanes: int = 1
 
     def validate(self, path: str) -> None:
         require(self.prompts_per_step > 0, f"{path}.prompts_per_step must be > 0")
@@ -144,6 +149,12 @@ class RolloutConfig:
         require(self.segment_len > 0, f"{path}.segment_len must be > 0")
         require(self.length_bucket > 0, f"{path}.length_bucket must be > 0")
         require(self.cache_windows >= 1, f"{path}.cache_windows={self.cache_windows} must be >= 1")
+        require(self.lanes >= 1, f"{path}.lanes={self.lanes} must be >= 1")
+        require(
+            (self.prompts_per_step * self.group_size) % self.lanes == 0,
+            f"{path}.lanes={self.lanes} must divide the rollout batch prompts_per_step * "
+            f"group_size = {self.prompts_per_step * self.group_size}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

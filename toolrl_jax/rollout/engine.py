@@ -13,6 +13,7 @@ the engine raise: a malformed call becomes an ``invalid_call`` result shown to t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -110,6 +111,18 @@ class _Lane:
     def put(self, x):
         return jnp.asarray(x) if self.device is None else jax.device_put(x, self.device)
 
+    def on_device(self):
+        """Context for this lane's calls: the caller's mesh axes, on this lane's device alone.
+
+        jit rejects arguments committed to a device outside the context mesh (the trainer runs
+        inside ``jax.set_mesh``), so a lane runs under a one-device mesh with the same axis names.
+        """
+        ctx = jax.sharding.get_abstract_mesh()
+        if self.device is None or ctx.empty:
+            return contextlib.nullcontext()
+        devices = np.array([self.device]).reshape((1,) * len(ctx.axis_names))
+        return jax.set_mesh(jax.sharding.Mesh(devices, ctx.axis_names, axis_types=ctx.axis_types))
+
 
 class RolloutEngine:
     """Generates tool-using trajectories for a policy; see the module docstring."""
@@ -168,20 +181,21 @@ class RolloutEngine:
         for device in self.devices:
             lane = _Lane([], device)
             p = params if device is None else jax.device_put(params, device)
-            cache, last = c.prefill(p, lane.put(np.full((s.batch, s.prefill_len), c.pad_id,
-                                                        np.int32)),
-                                    lane.put(np.ones((s.batch,), np.int32)))
             keys = lane.put(self._row_keys([_Row(0, i, [c.pad_id], 1) for i in range(s.batch)]))
             idle = lane.put(np.zeros((s.batch,), bool))
             budget = lane.put(np.zeros((s.batch,), np.int32))
             window = lane.put(np.full((s.batch, c.window), -1, np.int32))
             ext = lane.put(np.full((s.batch, s.extend_len), c.pad_id, np.int32))
             no_lens = lane.put(np.zeros((s.batch,), np.int32))
-            for kv_len in s.kv_windows:
-                out = c.decode_segment(p, cache, last, keys, idle, budget, window,
-                                       kv_len=kv_len)
-                cache, last = c.extend(p, out.cache, out.last_logits_BV, ext, no_lens,
-                                       kv_len=kv_len)
+            with lane.on_device():
+                cache, last = c.prefill(p, lane.put(np.full((s.batch, s.prefill_len), c.pad_id,
+                                                            np.int32)),
+                                        lane.put(np.ones((s.batch,), np.int32)))
+                for kv_len in s.kv_windows:
+                    out = c.decode_segment(p, cache, last, keys, idle, budget, window,
+                                           kv_len=kv_len)
+                    cache, last = c.extend(p, out.cache, out.last_logits_BV, ext, no_lens,
+                                           kv_len=kv_len)
             jax.block_until_ready(last)
         return len(self.devices) * (1 + 2 * len(s.kv_windows))
 
@@ -224,8 +238,9 @@ class RolloutEngine:
             for i, r in enumerate(lane.rows):
                 prefill[i, : r.prompt_len] = r.tokens
                 lens[i] = r.prompt_len
-            lane.cache, lane.last = self.compiled.prefill(lane.params, lane.put(prefill),
-                                                          lane.put(lens))
+            with lane.on_device():
+                lane.cache, lane.last = self.compiled.prefill(lane.params, lane.put(prefill),
+                                                              lane.put(lens))
             lane.keys = lane.put(self._row_keys(lane.rows))
             lane.window = np.full((s.batch, self.compiled.window), -1, np.int32)
         self.stats.generate_s += time.perf_counter() - t0
@@ -268,9 +283,10 @@ class RolloutEngine:
         budget = np.array([self.limits.max_new_tokens - r.sampled for r in lane.rows], np.int32)
         # Every running row can grow by at most segment_len tokens in this call.
         longest = max(len(r.tokens) for r in lane.rows if not r.done)
-        return self.compiled.decode_segment(
-            lane.params, lane.cache, lane.last, lane.keys, lane.put(running), lane.put(budget),
-            lane.put(lane.window), kv_len=s.kv_window(longest + s.segment_len))
+        with lane.on_device():
+            return self.compiled.decode_segment(
+                lane.params, lane.cache, lane.last, lane.keys, lane.put(running),
+                lane.put(budget), lane.put(lane.window), kv_len=s.kv_window(longest + s.segment_len))
 
     # ------------------------------------------------------------------ per-row decisions
     def _after_segment(self, i: int, r: _Row, stop: int, cache_len_now: int, pending) -> None:
@@ -340,9 +356,10 @@ class RolloutEngine:
                 continue
             t0 = time.perf_counter()
             kv_len = s.kv_window(max(len(lane.rows[i].tokens) for i in np.flatnonzero(ext_lens)))
-            lane.cache, lane.last = self.compiled.extend(
-                lane.params, lane.cache, lane.last, lane.put(ext), lane.put(ext_lens),
-                kv_len=kv_len)
+            with lane.on_device():
+                lane.cache, lane.last = self.compiled.extend(
+                    lane.params, lane.cache, lane.last, lane.put(ext), lane.put(ext_lens),
+                    kv_len=kv_len)
             self.stats.extends += 1
             self.stats.generate_s += time.perf_counter() - t0
 

@@ -96,7 +96,19 @@ class Experiment:
     def engine(self, policy: Policy, *, greedy: bool, batch: int | None = None,
                seed: int = 0) -> RolloutEngine:
         rc = self.cfg.rollout
-        shapes = RolloutShapes.from_config(rc, batch=batch)
+        rows = batch or rc.prompts_per_step * rc.group_size
+        devices = None
+        if rc.lanes > 1:
+            local = jax.local_devices()
+            if rc.lanes > len(local):
+                raise ValueError(f"rollout.lanes={rc.lanes} needs as many local devices; this "
+                                 f"process has {len(local)} (on CPU set XLA_FLAGS=--xla_force_"
+                                 f"host_platform_device_count={rc.lanes})")
+            if rows % rc.lanes:
+                raise ValueError(f"rollout.lanes={rc.lanes} must divide the {rows}-row rollout "
+                                 "batch (eval: eval.prompts_per_batch * samples)")
+            devices = local[:rc.lanes]
+        shapes = RolloutShapes.from_config(rc, batch=rows // rc.lanes)
         tok = self.tokenizer
         key = (greedy, shapes)
         if key not in self.compiled:
@@ -109,7 +121,8 @@ class Experiment:
                 pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
         compiled = self.compiled[key]
         limits = EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens)
-        return RolloutEngine(compiled, tok, self.syntax, self.executor.run, limits, seed=seed)
+        return RolloutEngine(compiled, tok, self.syntax, self.executor.run, limits, seed=seed,
+                             devices=devices)
 
     @property
     def train_seq_len(self) -> int:
