@@ -15,7 +15,9 @@ the same drift.
 Our engine runs with ``rollout.segment_len=32`` and ``rollout.cache_windows=8`` (flags): each
 compiled segment attends over the smallest cache window its rows can reach instead of the whole
 208-position cache — the lever that matters, since a decode step streams the keys and values
-it attends over.
+it attends over. With ``--lanes 2`` (the default on a 2-core host) the 64 rows run as two
+32-row lanes on two XLA host devices, one per core, dispatched together — an XLA:CPU program uses
+one core while torch's ``generate`` uses both threads; ``--lanes 1`` gives the one-program number.
 
 Scenario 2 adds one calculator call per row half-way (prompt → 64 tokens → call → result → 64
 tokens) and reports its overhead against a no-tool run with the same 64+64 segmentation and the
