@@ -37,6 +37,19 @@ class RolloutShapes:
             raise ValueError(f"kv_windows {self.kv_windows} must ascend and end at cache_len "
                              f"{self.cache_len}")
 
+    @property
+    def extend_widths(self) -> tuple[int, ...]:
+        """Compiled tool-result widths: half and all of ``extend_len``.
+
+        A turn's results are appended at the smallest width that holds the longest of them, so
+        short results (a calculator's digits) do not pay a forward over the whole budget.
+        """
+        bucket = self.extend_len // 2 if self.extend_len % 2 == 0 else self.extend_len
+        return tuple(sorted({bucket, self.extend_len}))
+
+    def extend_width(self, longest: int) -> int:
+        return next(w for w in self.extend_widths if w >= longest)
+
     def kv_window(self, needed: int) -> int:
         """The smallest window holding ``needed`` positions (the whole cache if none does)."""
         return next((w for w in self.kv_windows if w >= needed), self.cache_len)

@@ -111,15 +111,21 @@ def test_trajectory_layout_is_token_exact(setup, tokenizer):
 def test_no_recompiles_in_steady_state(setup, tokenizer):
     _, params, engine = setup
     assert engine.shapes.kv_windows == (48, 88, 136, 176)  # several windows are in play
-    assert engine.warmup(params) == 1 + 2 * 4  # prefill + decode and extend per window
-    used = set()
-    real = engine.compiled.decode_segment
+    assert engine.shapes.extend_widths == (16, 32)
+    # prefill + per window: decode, and extend at each result width
+    assert engine.warmup(params) == 1 + 4 * (1 + 2)
+    used, widths = set(), set()
+    real, real_extend = engine.compiled.decode_segment, engine.compiled.extend
 
     def spy(*args, kv_len):
         used.add(kv_len)
         return real(*args, kv_len=kv_len)
 
-    engine.compiled.decode_segment = spy
+    def spy_extend(*args, kv_len):
+        widths.add(args[3].shape[1])
+        return real_extend(*args, kv_len=kv_len)
+
+    engine.compiled.decode_segment, engine.compiled.extend = spy, spy_extend
     try:
         for texts in (PROMPTS, ["1", "a much longer prompt here", "x y"],
                       ["<answer>", "7 * 8 = ?", "zz"]):
@@ -127,8 +133,9 @@ def test_no_recompiles_in_steady_state(setup, tokenizer):
                 engine.generate(params, _prompts(tokenizer, texts), group_size=2)
             assert counter.count == 0
     finally:
-        engine.compiled.decode_segment = real
+        engine.compiled.decode_segment, engine.compiled.extend = real, real_extend
     assert len(used) >= 2, used  # the rollouts did move between windows
+    assert widths == {16, 32}, widths  # short and long tool results took both extend widths
 
 
 def test_cache_windows_do_not_change_trajectories(setup, tokenizer):
@@ -153,6 +160,7 @@ def test_kv_windows_are_evenly_spaced_bucket_multiples():
     shapes = RolloutShapes(batch=1, prefill_len=8, extend_len=8, segment_len=8, cache_len=208,
                            kv_windows=kv_windows(208, 8, 16))
     assert [shapes.kv_window(n) for n in (1, 32, 33, 208, 500)] == [32, 32, 64, 208, 208]
+    assert shapes.extend_widths == (4, 8) and [shapes.extend_width(n) for n in (1, 5)] == [4, 8]
     with pytest.raises(ValueError, match="must ascend and end at cache_len"):
         RolloutShapes(batch=1, prefill_len=8, extend_len=8, segment_len=8, cache_len=64,
                       kv_windows=(32, 48))
@@ -226,7 +234,7 @@ def test_lanes_on_two_devices_give_the_same_trajectories(setup, tokenizer):
         assert [c.status for c in x.calls] == [c.status for c in y.calls]
     with pytest.raises(ValueError, match="exceed the compiled rollout batch 3 x 2 lanes"):
         two_lanes.generate(params, prompts + prompts[:1], group_size=2)
-    assert two_lanes.warmup(params) == 2 * (1 + 2 * 4)  # per lane: prefill, decode/extend x 4
+    assert two_lanes.warmup(params) == 2 * (1 + 4 * (1 + 2))  # the programs above, per lane
     with CompileCounter() as counter:
         two_lanes.generate(params, _prompts(tokenizer, ["1", "x y", "7 * 8 = ?"]), group_size=2)
     assert counter.count == 0

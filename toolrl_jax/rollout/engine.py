@@ -170,7 +170,9 @@ class RolloutEngine:
 
     # ------------------------------------------------------------------ compilation
     def warmup(self, params) -> int:
-        """Compiles prefill and every cache window of decode and extend; returns the count.
+        """Compiles prefill, decode per cache window and extend per (window, result width).
+
+        Returns the number of programs compiled.
 
         Rollouts pick a window per call from the rows' lengths, so without this a window is
         compiled the first time some rollout needs it; after warm-up nothing compiles again.
@@ -185,7 +187,8 @@ class RolloutEngine:
             idle = lane.put(np.zeros((s.batch,), bool))
             budget = lane.put(np.zeros((s.batch,), np.int32))
             window = lane.put(np.full((s.batch, c.window), -1, np.int32))
-            ext = lane.put(np.full((s.batch, s.extend_len), c.pad_id, np.int32))
+            exts = [lane.put(np.full((s.batch, w), c.pad_id, np.int32))
+                    for w in s.extend_widths]
             no_lens = lane.put(np.zeros((s.batch,), np.int32))
             with lane.on_device():
                 cache, last = c.prefill(p, lane.put(np.full((s.batch, s.prefill_len), c.pad_id,
@@ -194,10 +197,11 @@ class RolloutEngine:
                 for kv_len in s.kv_windows:
                     out = c.decode_segment(p, cache, last, keys, idle, budget, window,
                                            kv_len=kv_len)
-                    cache, last = c.extend(p, out.cache, out.last_logits_BV, ext, no_lens,
-                                           kv_len=kv_len)
+                    cache, last = out.cache, out.last_logits_BV
+                    for ext in exts:
+                        cache, last = c.extend(p, cache, last, ext, no_lens, kv_len=kv_len)
             jax.block_until_ready(last)
-        return len(self.devices) * (1 + 2 * len(s.kv_windows))
+        return len(self.devices) * (1 + len(s.kv_windows) * (1 + len(s.extend_widths)))
 
     # ------------------------------------------------------------------ main entry
     def generate(self, params, prompts: Sequence[Sequence[int]], group_size: int,
@@ -331,7 +335,7 @@ class RolloutEngine:
         for lane in lanes:
             t0 = time.perf_counter()
             ext = np.full((s.batch, s.extend_len), self.compiled.pad_id, np.int32)
-            ext_lens = np.zeros((s.batch,), np.int32)
+            ext_lens = np.zeros((s.batch,), np.int32)  # filled below, then cut to a width
             for i, call, span in lane.pending:
                 r = lane.rows[i]
                 result = (results[(id(lane), i)] if isinstance(call, ParsedCall)
@@ -356,6 +360,7 @@ class RolloutEngine:
                 continue
             t0 = time.perf_counter()
             kv_len = s.kv_window(max(len(lane.rows[i].tokens) for i in np.flatnonzero(ext_lens)))
+            ext = ext[:, : s.extend_width(int(ext_lens.max()))]
             with lane.on_device():
                 lane.cache, lane.last = self.compiled.extend(
                     lane.params, lane.cache, lane.last, lane.put(ext), lane.put(ext_lens),

@@ -150,9 +150,10 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
             # Every cache window up front: rollouts then never compile mid-run (steady state).
             t0 = time.perf_counter()
             compiled = trainer.engine.warmup(state["params"])
-            print(f"rl: compiled the rollout ({compiled} programs: prefill, decode and extend "
-                  f"per cache window {list(trainer.engine.shapes.kv_windows)}) in "
-                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+            shapes = trainer.engine.shapes
+            print(f"rl: compiled the rollout ({compiled} programs: prefill; decode and extend "
+                  f"per cache window {list(shapes.kv_windows)}, extend per result width "
+                  f"{list(shapes.extend_widths)}) in {time.perf_counter() - t0:.1f} s", flush=True)
         for step in range(start, cfg.train.steps):
             t0 = time.perf_counter()
             state, metrics, scored = trainer.iteration(state, it, step)
