@@ -44,8 +44,8 @@ class RolloutShapes:
         A turn's results are appended at the smallest width that holds the longest of them, so
         short results (a calculator's digits) do not pay a forward over the whole budget.
         """
-        bucket = self.extend_len // 2 if self.extend_len % 2 == 0 else self.extend_len
-        return tuple(sorted({bucket, self.extend_len}))
+        half = self.extend_len // 2 if self.extend_len % 2 == 0 else self.extend_len
+        return tuple(sorted({half, self.extend_len}))
 
     def extend_width(self, longest: int) -> int:
         return next(w for w in self.extend_widths if w >= longest)

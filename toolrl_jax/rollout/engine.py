@@ -222,7 +222,6 @@ class RolloutEngine:
             if not 0 < r.prompt_len <= s.prefill_len:
                 raise ValueError(f"prompt {r.prompt_id} has {r.prompt_len} tokens; allowed 1.."
                                  f"{s.prefill_len} (rollout.max_prompt_len)")
-        real_rows = rows
         # Rows split evenly over the lanes, each padded to the compiled batch with inert rows.
         per_lane = -(-len(rows) // len(self.devices))
         lanes = []
@@ -279,7 +278,7 @@ class RolloutEngine:
             self.stats.host_s += time.perf_counter() - t0
             if any(lane.pending for lane in lanes):
                 self._run_tools([lane for lane in lanes if lane.pending])
-        return [self._finish(r) for r in real_rows]
+        return [self._finish(r) for r in rows]
 
     def _dispatch_segment(self, lane: _Lane):
         s = self.shapes

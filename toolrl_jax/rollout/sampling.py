@@ -102,12 +102,12 @@ def inverse_cdf_sample(probs_BV, keys_B):
     nb = -(-v // block)
     probs = jnp.pad(probs_BV.astype(jnp.float32), ((0, 0), (0, nb * block - v)))
     blocks = probs.reshape(b, nb, block)
-    block_cdf = prefix_sum(blocks.sum(-1))  # [B, nb]
+    block_mass = blocks.sum(-1)  # [B, nb]
+    block_cdf = prefix_sum(block_mass)
     u = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys_B)
     u = u * block_cdf[:, -1]  # the cdf may end a hair below 1 in fp32
     j = jnp.minimum(jnp.sum((block_cdf <= u[:, None]).astype(jnp.int32), -1), nb - 1)
-    start = jnp.take_along_axis(block_cdf, j[:, None], -1)[:, 0] - jnp.take_along_axis(
-        blocks.sum(-1), j[:, None], -1)[:, 0]
+    start = jnp.take_along_axis(block_cdf - block_mass, j[:, None], -1)[:, 0]  # mass before j
     inner_cdf = prefix_sum(jnp.take_along_axis(blocks, j[:, None, None], 1)[:, 0])  # [B, block]
     k = jnp.minimum(jnp.sum((inner_cdf <= (u - start)[:, None]).astype(jnp.int32), -1),
                     block - 1)
