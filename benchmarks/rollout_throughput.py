@@ -44,13 +44,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from toolrl_jax.buckets import RolloutShapes  # noqa: E402
 from toolrl_jax.config import RolloutConfig  # noqa: E402
 from toolrl_jax.config import load as load_config  # noqa: E402
 from toolrl_jax.models.decoder import init_decoder  # noqa: E402
 from toolrl_jax.models.hf import save_hf  # noqa: E402
-from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams  # noqa: E402
-from toolrl_jax.rollout.engine import EngineLimits, RolloutEngine  # noqa: E402
+from toolrl_jax.rollout.factory import build_engine  # noqa: E402
 from toolrl_jax.tools.base import ParsedCall  # noqa: E402
 from toolrl_jax.tools.calculator import CalculatorTool  # noqa: E402
 
@@ -71,9 +69,10 @@ class IdTokenizer:
 
 
 class NoCalls:
-    """Plain generation: nothing is ever a call or an answer."""
+    """Plain generation: nothing is ever a call or an answer (id text never holds ``<answer>``)."""
 
     stop_strings = ()
+    answer_style = "tag"
 
     def find_call_end(self, text, start=0):
         return None
@@ -83,9 +82,6 @@ class NoCalls:
 
     def format_result(self, result):
         return result.text
-
-    def extract_answer(self, text):
-        return None
 
 
 class OneCallPerRow(NoCalls):
@@ -117,21 +113,17 @@ def make_engine(graphdef, batch, new_tokens, segment_len, syntax, max_calls, cac
         raise SystemExit(f"--batch {batch} does not split into {lanes} lanes")
     if lanes > len(jax.devices()):
         raise SystemExit(f"--lanes {lanes} > {len(jax.devices())} XLA devices")
-    rc = RolloutConfig(prompts_per_step=batch // lanes, group_size=1, max_prompt_len=PROMPT_LEN,
+    rc = RolloutConfig(prompts_per_step=batch, group_size=1, max_prompt_len=PROMPT_LEN,
                        max_new_tokens=new_tokens, max_cache_len=PROMPT_LEN + new_tokens + 64,
                        segment_len=segment_len, max_tool_calls=max_calls, max_result_tokens=16,
-                       length_bucket=16, cache_windows=cache_windows)
-    compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), RolloutShapes.from_config(rc),
-                               eos_ids=[],
-                               stop_sequences=[], sampling=SamplingParams(temperature=1.0))
+                       length_bucket=16, cache_windows=cache_windows, lanes=lanes)
     calc = CalculatorTool()
 
     def execute(calls):
         return [calc.call(c.arguments) for c in calls]
 
-    return RolloutEngine(compiled, IdTokenizer(), syntax, execute,
-                         EngineLimits(new_tokens, max_calls, 16), seed=0,
-                         devices=jax.devices()[:lanes])
+    return build_engine(lambda p: nnx.merge(graphdef, p), rc, IdTokenizer(), syntax, execute,
+                        rows=batch, greedy=False, seed=0, eos_ids=[], stop_sequences=[])
 
 
 def engine_runner(engine, params, prompts, reset=None):

@@ -80,10 +80,3 @@ def kv_windows(cache_len: int, count: int, bucket: int) -> tuple[int, ...]:
     widths = {min(cache_len, round_up(-(-cache_len * k // count), bucket))
               for k in range(1, count + 1)}
     return tuple(sorted(widths))
-
-
-def train_length(longest: int, bucket: int, maximum: int) -> int:
-    """Padded sequence length for a train batch: the smallest bucket multiple that fits."""
-    if longest > maximum:
-        raise ValueError(f"sequence of {longest} tokens exceeds the maximum {maximum}")
-    return min(round_up(max(longest, 1), bucket), round_up(maximum, bucket))

@@ -33,7 +33,7 @@ def run(argv: list[str]) -> int:
     maybe_initialize_distributed()
     mesh = make_mesh(cfg.mesh)
     if cfg.mode == "plan":
-        from toolrl_jax.train.plan import format_plan, make_plan
+        from toolrl_jax.experiment.plan import format_plan, make_plan
 
         print(format_plan(cfg, make_plan(cfg, mesh)))
         return 0
@@ -43,10 +43,10 @@ def run(argv: list[str]) -> int:
 def _run_training_mode(cfg) -> int:
     import json
 
-    from toolrl_jax.train.experiment import Experiment
-    from toolrl_jax.train.loops import global_resume_step, run_eval, run_rl, run_sft
-    from toolrl_jax.train.metrics import MetricsLogger
-    from toolrl_jax.train.pipeline import run_pipeline
+    from toolrl_jax.experiment.context import Experiment
+    from toolrl_jax.experiment.metrics import MetricsLogger
+    from toolrl_jax.experiment.phases import global_resume_step, run_eval, run_rl, run_sft
+    from toolrl_jax.experiment.pipeline import run_pipeline
 
     exp = Experiment.setup(cfg)
     print(f"workdir: {exp.workdir}", flush=True)
@@ -54,11 +54,12 @@ def _run_training_mode(cfg) -> int:
         if cfg.mode == "pipeline":
             run_pipeline(exp)
         elif cfg.mode == "compare":
-            from toolrl_jax.train.compare import run_compare
+            from toolrl_jax.experiment.compare import run_compare
 
             print(f"comparison: {run_compare(exp)}", flush=True)
         elif cfg.mode in ("sft", "rl"):
-            with MetricsLogger(str(exp.workdir), start_step=global_resume_step(exp)) as logger:
+            with MetricsLogger(str(exp.workdir), start_step=global_resume_step(exp),
+                               loggers=cfg.train.loggers, run_name=cfg.name) as logger:
                 out = run_sft(exp, logger) if cfg.mode == "sft" else run_rl(exp, logger)
             print(f"policy exported to {out}", flush=True)
         elif cfg.mode == "eval":

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from toolrl_jax.jsonl import iter_json_lines
+
 
 class ToolStatus(enum.IntEnum):
     """Outcome of one tool call, as seen by filters and metrics."""
@@ -164,32 +166,9 @@ def dump_trajectories(path: str, trajectories: list[Trajectory]) -> None:
 
 def load_trajectories(path: str) -> list[Trajectory]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(Trajectory.from_json(json.loads(line)))
-            except (ValueError, json.JSONDecodeError) as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from e
+    for lineno, row in iter_json_lines(path):
+        try:
+            out.append(Trajectory.from_json(row))
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from e
     return out
-
-
-@dataclasses.dataclass
-class TrainBatch:
-    """Padded, static-shape arrays for one RL train step (NumPy on host, jnp inside jit).
-
-    Shapes: ``[B, T]`` per token; ``[B, K]`` per tool call; ``[B]`` per row.
-    """
-
-    tokens_BT: Any  # int32; input tokens (row is prompt + response, right-padded)
-    positions_BT: Any  # int32; RoPE positions
-    attn_mask_BT: Any  # int8; 1 on real tokens
-    loss_mask_BT: Any  # float32; 1 on sampled tokens that are trained on
-    old_logp_BT: Any  # float32; sampler logprob of token t (aligned to tokens_BT)
-    advantages_BT: Any  # float32; per-token advantage
-    entropy_BT: Any  # float32; sampler entropy at token t (stop-gradient data)
-    post_tool_mask_BT: Any  # float32
-    segment_ids_BT: Any  # int32
-    mode_B: Any  # float32; 1 = short mode (AutoTool), 0 = long mode
-    ref_logp_BT: Any = None  # float32; reference policy logprobs when KL is on

@@ -1,6 +1,5 @@
 """Rollout engine: token-exact trajectories, logprob consistency, no recompiles, reproducibility."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,8 +8,9 @@ from flax import nnx
 from toolrl_jax.buckets import RolloutShapes
 from toolrl_jax.config import RolloutConfig
 from toolrl_jax.models.decoder import init_decoder
-from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams, stop_sequence_table
-from toolrl_jax.rollout.engine import EngineLimits, RolloutEngine
+from toolrl_jax.rollout.compiled import stop_sequence_table
+from toolrl_jax.rollout.engine import RolloutEngine
+from toolrl_jax.rollout.factory import build_engine
 from toolrl_jax.rollout.sampling import logprob_and_entropy
 from toolrl_jax.testing.fake_tools import CompileCounter, EndTokenSyntax, echo_executor
 from toolrl_jax.testing.tiny import tiny_qwen2_config, write_tiny_tokenizer
@@ -42,16 +42,12 @@ def _make_setup(tokenizer, cache_windows, lanes=1):
     assert len(end_ids) > 20
     rc = RolloutConfig(prompts_per_step=3, group_size=2, max_prompt_len=32, max_new_tokens=48,
                        max_cache_len=176, segment_len=8, max_tool_calls=3, max_result_tokens=12,
-                       length_bucket=8, temperature=1.0, cache_windows=cache_windows)
-    shapes = RolloutShapes.from_config(rc, batch=rc.prompts_per_step * rc.group_size // lanes)
+                       length_bucket=8, temperature=1.0, cache_windows=cache_windows, lanes=lanes)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    compiled = CompiledRollout(lambda p: nnx.merge(graphdef, p), shapes, eos_ids=[eos],
-                               stop_sequences=[[i] for i in end_ids],
-                               sampling=SamplingParams(temperature=1.0))
     syntax = EndTokenSyntax([tokenizer.decode([i]) for i in end_ids])
-    engine = RolloutEngine(compiled, tokenizer, syntax, echo_executor,
-                           EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens),
-                           seed=1, devices=jax.devices()[:lanes] if lanes > 1 else None)
+    engine = build_engine(lambda p: nnx.merge(graphdef, p), rc, tokenizer, syntax, echo_executor,
+                          rows=rc.prompts_per_step * rc.group_size, greedy=False, seed=1,
+                          eos_ids=[eos], stop_sequences=[[i] for i in end_ids])
     return model, params, engine
 
 

@@ -90,7 +90,7 @@ def test_corpus_errors_name_the_line(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: .*\"text\""):
         load_corpus(str(bad))
     bad.write_text('{"id": 1, "text": "ok"}\n{not json\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not a JSON line"):
         load_corpus(str(bad))
     with pytest.raises(ValueError, match="cannot be read"):
         load_corpus(str(tmp_path / "missing.jsonl"))

@@ -9,6 +9,7 @@ from toolrl_jax.rl.recipes import make_recipe
 from toolrl_jax.sharding import make_mesh
 from toolrl_jax.testing.fake_tools import CompileCounter
 from toolrl_jax.testing.tiny import tiny_qwen2_config
+from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import create_state, make_optimizer
 from toolrl_jax.train.steps import build_step, jit_step, rl_loss_fn, sft_loss_fn
 
@@ -22,14 +23,14 @@ def _batch(vocab, seed=0):
     attn = (np.arange(T)[None] < lens[:, None]).astype(np.int32)
     loss_mask = attn.copy()
     loss_mask[:, :6] = 0  # prompt
-    return {
-        "tokens_BT": tokens,
-        "attn_mask_BT": attn,
-        "loss_mask_BT": loss_mask.astype(np.float32),
-        "old_logp_BT": (-5.0 + 0.1 * rng.standard_normal((B, T))).astype(np.float32),
-        "advantages_BT": np.repeat(rng.standard_normal((B, 1)), T, 1).astype(np.float32),
-        "mode_B": (np.arange(B) % 2).astype(np.float32),
-    }
+    return TrainBatch(
+        tokens_BT=tokens,
+        attn_mask_BT=attn,
+        loss_mask_BT=loss_mask.astype(np.float32),
+        old_logp_BT=(-5.0 + 0.1 * rng.standard_normal((B, T))).astype(np.float32),
+        advantages_BT=np.repeat(rng.standard_normal((B, 1)), T, 1).astype(np.float32),
+        mode_B=(np.arange(B) % 2).astype(np.float32),
+    )
 
 
 def _run(mesh_cfg, recipe_name="autotool", micro=1, steps=1):
@@ -103,7 +104,7 @@ def test_all_masked_batch_gives_zero_update_not_nan():
     with jax.set_mesh(mesh):
         policy, state = create_state(init_decoder(cfg, seed=0), tx, mesh)
         batch = _batch(cfg.vocab_size)
-        batch["loss_mask_BT"][:] = 0
+        batch.loss_mask_BT[:] = 0
         before = jax.device_get(state["params"])
         step = jit_step(build_step(policy, tx, rl_loss_fn(recipe, chunk=8), micro_batches=1),
                         state, mesh, batch)

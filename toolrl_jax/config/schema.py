@@ -171,9 +171,13 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 1
     save_rollouts_every: int = 10
+    loggers: tuple[str, ...] = ("jsonl", "tensorboard")  # metric sinks: jsonl, tensorboard, wandb
 
     def validate(self, path: str) -> None:
         require(self.steps >= 0, f"{path}.steps must be >= 0")
+        choices = ["jsonl", "tensorboard", "wandb"]
+        for name in self.loggers:
+            require(name in choices, f"{path}.loggers: unknown logger '{name}'; choose from {choices}")
         require(self.micro_batch_size >= 0, f"{path}.micro_batch_size must be >= 0")
         require(self.logit_chunk > 0, f"{path}.logit_chunk must be > 0")
         require(self.ppo_epochs > 0 and self.mini_batches > 0, f"{path}.ppo_epochs/mini_batches > 0")

@@ -5,7 +5,6 @@ The pure modules import nothing heavy and can be used alone:
 
     splits        deterministic train / held-out assignment and seeded sampling
     expressions   exact calculator evaluation and the number format of tool results
-    verifiers     answer extraction, normalisation, numeric / exact comparison
     records       the task record and the user JSONL reader (errors name file:line)
     arithmetic    easy (memorisable) and hard (tool-needing) arithmetic items
     lookup        a generated world + corpus and one-/two-hop search questions

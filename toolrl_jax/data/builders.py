@@ -31,9 +31,10 @@ from tensorflow_datasets.core.utils import tqdm_utils
 
 from toolrl_jax.config.data import DataConfig
 from toolrl_jax.data import gsm8k
-from toolrl_jax.data.records import FIELDS, DataError, iter_jsonl, read_task_jsonl
+from toolrl_jax.data.records import FIELDS, DataError, read_task_jsonl
 from toolrl_jax.data.splits import HELDOUT, SPLITS, TRAIN, split_of
 from toolrl_jax.data.synthetic import synthetic_splits
+from toolrl_jax.jsonl import iter_json_lines
 
 _MAX_SKIPPED_LISTED = 100  # skipped-row messages kept in the dataset metadata (all are counted)
 
@@ -187,10 +188,15 @@ class Gsm8kTasks(_TaskBuilder):
 
     def _records_by_split(self) -> dict[str, list[dict[str, Any]]]:
         path, records = self._path(), []
-        for lineno, line in iter_jsonl(path):
+        bad = None if self._cfg.on_bad_row == "raise" else self._skipped
+        try:
+            lines = list(iter_json_lines(path, bad_lines=bad))
+        except ValueError as e:
+            raise DataError(str(e)) from e
+        for lineno, row in lines:
             try:
-                records.append(gsm8k.row_to_record(json.loads(line), index=lineno))
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                records.append(gsm8k.row_to_record(row, index=lineno))
+            except ValueError as e:
                 if self._cfg.on_bad_row == "raise":
                     raise DataError(f"{path}:{lineno}: {e}") from e
                 self._skipped.append(f"{path}:{lineno}: {e}")

@@ -21,10 +21,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from toolrl_jax.data.expressions import ExpressionError, calculate, evaluate
+from toolrl_jax.data.expressions import ExpressionError, calculate
 from toolrl_jax.data.records import check_record, make_record
 from toolrl_jax.data.trajectories import format_tool_result
-from toolrl_jax.data.verifiers import answers_match
+from toolrl_jax.verifiers import verify_math
 
 TASK = "gsm8k"
 ASSET_DIR = Path(__file__).parent / "assets" / "gsm8k"
@@ -61,7 +61,7 @@ def solution_to_trajectory(solution: str) -> tuple[str, dict[str, int]]:
             parts.append(match.group(1))
             continue
         stats["calls"] += 1
-        if not answers_match(annotated, str(float(evaluate(expr))), numeric=True):
+        if not verify_math(annotated, output).correct:  # the annotation vs what the calculator prints
             stats["mismatched"] += 1
         parts.append(f"<calculator>{expr}</calculator>{format_tool_result(output)}")
     parts.append(body[pos:])

@@ -11,14 +11,14 @@ long-mode completion (``<result>`` blocks mark tool output); ``""`` when the sou
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from toolrl_jax.data.trajectories import split_segments
-from toolrl_jax.data.verifiers import extract_answer
+from toolrl_jax.jsonl import iter_json_lines
+from toolrl_jax.verifiers import extract_tagged
 
 FIELDS = ("id", "question", "answer", "task", "difficulty", "trajectory", "metadata")
 DIFFICULTIES = ("easy", "hard", "")
@@ -71,7 +71,7 @@ def check_record(record: Mapping[str, Any]) -> None:
             split_segments(record["trajectory"])
         except ValueError as e:
             raise ValueError(f"'trajectory' is malformed: {e}") from e
-        if extract_answer(record["trajectory"]) is None:
+        if extract_tagged(record["trajectory"]) is None:
             raise ValueError("'trajectory' has no <answer>…</answer>")
 
 
@@ -115,14 +115,6 @@ class JsonlReadResult:
     skipped: list[str]  # "path:line: reason" for each skipped row
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, stripped line) for every non-blank line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield lineno, line
-
-
 def read_task_jsonl(
     path: str | Path, on_bad_row: Literal["raise", "skip"] = "raise"
 ) -> JsonlReadResult:
@@ -133,14 +125,18 @@ def read_task_jsonl(
         raise DataError(f"{path}: task file not found")
     result = JsonlReadResult(records=[], skipped=[])
     seen: dict[str, int] = {}
-    for lineno, line in iter_jsonl(path):
+    bad = None if on_bad_row == "raise" else result.skipped
+    try:
+        lines = list(iter_json_lines(path, bad_lines=bad))
+    except ValueError as e:
+        raise DataError(str(e)) from e
+    for lineno, row in lines:
         try:
-            row = json.loads(line)
             record = row_to_record(row, default_id=f"{path.stem}-{lineno}")
             if record["id"] in seen:
                 first = seen[record["id"]]
                 raise ValueError(f"duplicate id {record['id']!r} (first on line {first})")
-        except (ValueError, json.JSONDecodeError) as e:
+        except ValueError as e:
             message = f"{path}:{lineno}: {e}"
             if on_bad_row == "raise":
                 raise DataError(message) from e

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 
 import numpy as np
 
-from toolrl_jax.data.pipeline import prompt_loader
-from toolrl_jax.eval.verifiers import verify
-from toolrl_jax.train.experiment import Experiment
-from toolrl_jax.train.scoring import score_batch
-from toolrl_jax.train.state import Policy
+from toolrl_jax.rollout.engine import RolloutEngine
+from toolrl_jax.scoring.scored import score_batch
 from toolrl_jax.types import ToolStatus
-
-
-def eval_verifier(answer: str, record: dict) -> float:
-    """math-verify for math tasks (boxed / LaTeX / number forms), exact match for QA, exact call
-    match for function calling (``toolrl_jax.eval.verifiers``). Accuracy counts full credit only."""
-    return float(verify(answer, record).correct)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -32,37 +24,31 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def evaluate(exp: Experiment, policy: Policy, params, *, max_items: int | None = None) -> dict:
-    """Runs the held-out split through the rollout engine; returns nested metric dicts."""
-    cfg = exp.cfg
-    ec = cfg.eval
-    samples = 1 if ec.greedy else ec.samples
-    batch_prompts = ec.prompts_per_batch
-    engine = exp.engine(policy, greedy=ec.greedy, batch=batch_prompts * samples,
-                        seed=cfg.train.seed + 1)
-    loader = prompt_loader(cfg.data, exp.builder, split=ec.split, batch_size=batch_prompts,
-                           seed=cfg.train.seed, tools=exp.tool_names, tokenizer=exp.tokenizer)
-    limit = max_items if max_items is not None else (ec.max_items or None)
+def evaluate(engine: RolloutEngine, params, batches: Iterable[list[dict]], syntax, *,
+             samples: int, seq_len: int, max_calls: int, max_items: int | None = None) -> dict:
+    """Runs task records (``batches`` of prompt records with ``prompt_ids``) through the engine,
+    ``samples`` completions each, grades them with the training verifier
+    (:func:`toolrl_jax.verifiers.grade` via :func:`score_batch`) and returns nested metric dicts
+    (:func:`summarize`). Accuracy counts full credit (``correct``) only."""
     rows = []
     seen = 0
-    for records in loader:
-        if limit is not None and seen >= limit:
+    for records in batches:
+        if max_items is not None and seen >= max_items:
             break
-        records = records[: (limit - seen) if limit is not None else None]
+        records = records[: (max_items - seen) if max_items is not None else None]
         seen += len(records)
         trajs = engine.generate(params, [r["prompt_ids"] for r in records], samples,
                                 prompt_ids=list(range(seen - len(records), seen)))
         expanded = [r for r in records for _ in range(samples)]
-        scored = score_batch(exp.syntax, trajs, expanded, exp.train_seq_len,
-                             cfg.rollout.max_tool_calls, verifier=eval_verifier)
+        scored = score_batch(syntax, trajs, expanded, seq_len, max_calls)
         a = scored.arrays
         for i, (t, r) in enumerate(zip(trajs, expanded)):
             statuses = [c.status for c in t.calls]
             rows.append({
                 "id": r["id"], "task": r.get("task", ""), "difficulty": r.get("difficulty", ""),
-                "correct": float(scored.score_B[i]), "calls": len(t.calls),
-                "ok_calls": sum(s == ToolStatus.OK for s in statuses),
-                "tokens": int(a["length_B"][i]), "short": float(scored.short_mode_B[i]),
+                "correct": float(scored.correct_B[i]), "score": float(scored.score_B[i]),
+                "calls": len(t.calls), "ok_calls": sum(s == ToolStatus.OK for s in statuses),
+                "tokens": int(a.length_B[i]), "short": float(scored.short_mode_B[i]),
                 "reducing": int(scored.reduces_BK[i].sum()),
                 "valid_deltas": int(scored.delta_valid_BK[i].sum()),
                 "delta_sum": float((scored.delta_entropy_BK[i] * scored.delta_valid_BK[i]).sum()),
@@ -79,6 +65,8 @@ def _summary(rows: list[dict], samples: int) -> dict:
     out = {
         "items": len(rows) // samples,
         "accuracy": float(correct.mean()),
+        # Mean verifier score: equals accuracy for math and calls; token F1 for QA.
+        "score": float(np.mean([r.get("score", r["correct"]) for r in rows])),
         "tool_calls": float(calls.mean()),
         "tool_success": ok / max(int(calls.sum()), 1),
         "tokens": float(tokens.mean()),

@@ -54,10 +54,27 @@ class SegmentOutput:
     entropy_BS: jax.Array  # float32; policy entropy at each sampled position
     num_tokens_B: jax.Array  # int32
     stop_code_B: jax.Array  # int32; RUNNING / STOP_* above
-    stop_index_B: jax.Array  # int32; which stop sequence matched (-1 if none)
     window_BW: jax.Array  # int32; each row's last W sampled tokens (for matching across calls)
     cache: KVCache
     last_logits_BV: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _DecodeState:
+    """The ``lax.while_loop`` carry of one decode segment (S = ``segment_len`` steps)."""
+
+    step: jax.Array  # int32 []; steps taken
+    cache: KVCache  # the window the segment reads and writes
+    last_logits_BV: jax.Array  # float32; logits that sample the next token
+    tokens_BS: jax.Array  # int32; sampled tokens, row b's first count_B[b] are valid
+    logp_BS: jax.Array  # float32
+    entropy_BS: jax.Array  # float32
+    count_B: jax.Array  # int32; tokens sampled per row
+    running_B: jax.Array  # bool; still sampling in this segment
+    stop_code_B: jax.Array  # int32; RUNNING / STOP_*
+    budget_B: jax.Array  # int32; tokens each row may still sample
+    window_BW: jax.Array  # int32; each row's last W sampled tokens (stop-sequence matching)
 
 
 def stop_sequence_table(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -127,14 +144,12 @@ class CompiledRollout:
         return cache.with_prefix(window), last
 
     def _matches_stop(self, window_BW):
-        """[B] index of the first stop sequence that ends the window, or −1."""
+        """[B] bool: some stop sequence ends the window (the row's last W sampled tokens)."""
         tail = window_BW[:, None, :]  # [B, 1, W]
         table = self.stop_table[None]  # [1, S, W]
         w = self.window
         in_seq = jnp.arange(w)[None, None, :] >= (w - self.stop_lengths)[None, :, None]
-        eq = jnp.where(in_seq, tail == table, True).all(-1)  # [B, S]
-        hit = eq.any(-1)
-        return jnp.where(hit, jnp.argmax(eq, axis=-1), -1).astype(jnp.int32)
+        return jnp.where(in_seq, tail == table, True).all(-1).any(-1)  # [B, S] -> [B]
 
     def _decode_segment(self, params, full_cache, last_logits_BV, row_keys_B, running_B,
                         budget_B, window_BW, *, kv_len: int):
@@ -147,59 +162,57 @@ class CompiledRollout:
         sp = self.sampling
         draw = functools.partial(sample, temperature=sp.temperature, top_k=sp.top_k,
                                  top_p=sp.top_p, greedy=sp.greedy)
-        init = dict(
-            i=jnp.int32(0),
+        init = _DecodeState(
+            step=jnp.int32(0),
             cache=cache,
-            last=last_logits_BV,
-            tokens=jnp.full((b, steps), self.pad_id, jnp.int32),
-            logp=jnp.zeros((b, steps), jnp.float32),
-            entropy=jnp.zeros((b, steps), jnp.float32),
-            count=jnp.zeros((b,), jnp.int32),
-            running=running_B & (budget_B > 0) & (cache.lengths < kv_len),
-            stop=jnp.where(running_B & (budget_B <= 0), STOP_BUDGET,
-                           jnp.where(running_B & (cache.lengths >= cache_len), STOP_CACHE_FULL,
-                                     RUNNING)).astype(jnp.int32),
-            which=jnp.full((b,), -1, jnp.int32),
-            budget=budget_B,
-            window=window_BW,
+            last_logits_BV=last_logits_BV,
+            tokens_BS=jnp.full((b, steps), self.pad_id, jnp.int32),
+            logp_BS=jnp.zeros((b, steps), jnp.float32),
+            entropy_BS=jnp.zeros((b, steps), jnp.float32),
+            count_B=jnp.zeros((b,), jnp.int32),
+            running_B=running_B & (budget_B > 0) & (cache.lengths < kv_len),
+            stop_code_B=jnp.where(running_B & (budget_B <= 0), STOP_BUDGET,
+                                  jnp.where(running_B & (cache.lengths >= cache_len),
+                                            STOP_CACHE_FULL, RUNNING)).astype(jnp.int32),
+            budget_B=budget_B,
+            window_BW=window_BW,
         )
 
-        def cond(c):
-            return (c["i"] < steps) & c["running"].any()
+        def cond(c: _DecodeState):
+            return (c.step < steps) & c.running_B.any()
 
-        def body(c):
-            run = c["running"]
-            keys = row_step_keys(row_keys_B, c["cache"].lengths)
-            tok, lp, ent = draw(c["last"], keys)
+        def body(c: _DecodeState) -> _DecodeState:
+            run = c.running_B
+            keys = row_step_keys(row_keys_B, c.cache.lengths)
+            tok, lp, ent = draw(c.last_logits_BV, keys)
             tok = jnp.where(run, tok, self.pad_id)
-            col = jax.nn.one_hot(c["count"], steps, dtype=jnp.bool_) & run[:, None]
-            tokens = jnp.where(col, tok[:, None], c["tokens"])
-            logp = jnp.where(col, lp[:, None], c["logp"])
-            entropy = jnp.where(col, ent[:, None], c["entropy"])
+            col = jax.nn.one_hot(c.count_B, steps, dtype=jnp.bool_) & run[:, None]
             window = jnp.where(run[:, None],
-                               jnp.concatenate([c["window"][:, 1:], tok[:, None]], axis=1),
-                               c["window"])
-            budget = c["budget"] - run.astype(jnp.int32)
-            new_cache, last = self._append(model, c["cache"], c["last"], tok[:, None],
+                               jnp.concatenate([c.window_BW[:, 1:], tok[:, None]], axis=1),
+                               c.window_BW)
+            budget = c.budget_B - run.astype(jnp.int32)
+            new_cache, last = self._append(model, c.cache, c.last_logits_BV, tok[:, None],
                                            run.astype(jnp.int32))
             is_eos = (tok[:, None] == self.eos_ids[None, :]).any(-1)
-            which = self._matches_stop(window) if self.has_stops else jnp.full((b,), -1, jnp.int32)
+            hit_stop = self._matches_stop(window) if self.has_stops else jnp.zeros((b,), bool)
             code = jnp.where(is_eos, STOP_EOS,
-                             jnp.where(which >= 0, STOP_SEQUENCE,
+                             jnp.where(hit_stop, STOP_SEQUENCE,
                                        jnp.where(budget <= 0, STOP_BUDGET,
                                                  jnp.where(new_cache.lengths >= cache_len,
                                                            STOP_CACHE_FULL, RUNNING))))
             stopping = run & (code != RUNNING)
-            return dict(
-                i=c["i"] + 1, cache=new_cache, last=last, tokens=tokens, logp=logp,
-                entropy=entropy, count=c["count"] + run.astype(jnp.int32),
-                running=run & ~stopping & (new_cache.lengths < kv_len),  # window end: pause
-                stop=jnp.where(stopping, code, c["stop"]).astype(jnp.int32),
-                which=jnp.where(stopping & (code == STOP_SEQUENCE), which, c["which"]),
-                budget=budget, window=window,
+            return _DecodeState(
+                step=c.step + 1, cache=new_cache, last_logits_BV=last,
+                tokens_BS=jnp.where(col, tok[:, None], c.tokens_BS),
+                logp_BS=jnp.where(col, lp[:, None], c.logp_BS),
+                entropy_BS=jnp.where(col, ent[:, None], c.entropy_BS),
+                count_B=c.count_B + run.astype(jnp.int32),
+                running_B=run & ~stopping & (new_cache.lengths < kv_len),  # window end: pause
+                stop_code_B=jnp.where(stopping, code, c.stop_code_B).astype(jnp.int32),
+                budget_B=budget, window_BW=window,
             )
 
         out = jax.lax.while_loop(cond, body, init)
-        return SegmentOutput(out["tokens"], out["logp"], out["entropy"], out["count"], out["stop"],
-                             out["which"], out["window"], full_cache.with_prefix(out["cache"]),
-                             out["last"])
+        return SegmentOutput(out.tokens_BS, out.logp_BS, out.entropy_BS, out.count_B,
+                             out.stop_code_B, out.window_BW, full_cache.with_prefix(out.cache),
+                             out.last_logits_BV)

@@ -32,6 +32,7 @@ from toolrl_jax.rollout.compiled import (
 )
 from toolrl_jax.tools.base import InvalidCall, ParsedCall, ToolResult
 from toolrl_jax.types import StopReason, ToolCallRecord, ToolStatus, Trajectory
+from toolrl_jax.verifiers import extract_answer
 
 Executor = Callable[[Sequence[ParsedCall]], list[ToolResult]]
 
@@ -306,7 +307,7 @@ class RolloutEngine:
             if parsed is not None:
                 pending.append((i, parsed, (r.turn_start, len(r.tokens))))
                 return
-        if self.syntax.extract_answer(turn) is not None:
+        if extract_answer(turn, self.syntax.answer_style) is not None:
             r.done, r.stop_reason = True, StopReason.ANSWER
             return
         if stop == STOP_BUDGET or stop == STOP_CACHE_FULL:

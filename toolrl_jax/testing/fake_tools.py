@@ -12,15 +12,20 @@ from collections.abc import Sequence
 
 from toolrl_jax.tools.base import ParsedCall, ToolResult
 from toolrl_jax.types import ToolStatus
+from toolrl_jax.verifiers import AnswerStyle
 
 
 class EndTokenSyntax:
-    """A call ends where the turn's text ends with one of ``end_texts``; results are ``[r …]``."""
+    """A call ends where the turn's text ends with one of ``end_texts``; results are ``[r …]``.
 
-    def __init__(self, end_texts: Sequence[str], answer_text: str | None = None):
+    Answers are read like a real syntax's (``toolrl_jax.verifiers.extract_answer`` with
+    ``answer_style``); a random model practically never closes an ``<answer>`` tag.
+    """
+
+    def __init__(self, end_texts: Sequence[str], answer_style: AnswerStyle = "tag"):
         self.end_texts = tuple(end_texts)
-        self.answer_text = answer_text
-        self.stop_strings = self.end_texts + ((answer_text,) if answer_text else ())
+        self.answer_style = answer_style
+        self.stop_strings = self.end_texts
 
     def find_call_end(self, text: str, start: int = 0) -> int | None:
         return len(text) if text.endswith(self.end_texts) else None
@@ -32,11 +37,6 @@ class EndTokenSyntax:
 
     def format_result(self, result: ToolResult) -> str:
         return f" [r {result.text}]"
-
-    def extract_answer(self, text: str) -> str | None:
-        if self.answer_text and text.endswith(self.answer_text):
-            return text
-        return None
 
 
 def echo_executor(calls: Sequence[ParsedCall], delay_s: float = 0.0) -> list[ToolResult]:

@@ -5,11 +5,10 @@ What the rollout engine uses::
 
     tools    = build_tools(cfg.tools)             # {"python": PythonTool, ...}; probes the sandbox
     syntax   = build_syntax(cfg.tools)            # stop_strings, find_call_end, parse_last_call,
-                                                  # format_result, extract_answer
+                                                  # format_result, answer_style
     executor = build_executor(cfg.tools, tools)   # run([ParsedCall | InvalidCall, ...]) -> results
 """
 
-from toolrl_jax.tools.answer import extract_answer, extract_boxed, extract_tagged
 from toolrl_jax.tools.base import (
     InvalidCall,
     ParsedCall,
@@ -38,6 +37,6 @@ __all__ = [
     "BM25Index", "CalculatorTool", "CallSyntax", "HermesSyntax", "InvalidCall", "MarkdownSyntax",
     "ParsedCall", "Passage", "PythonTool", "SafeEvaluator", "SandboxUnavailable", "SearchTool",
     "Tool", "ToolCache", "ToolExecutor", "ToolResult", "XmlSyntax", "build_cache",
-    "build_executor", "build_syntax", "build_tool", "build_tools", "cache_key", "extract_answer",
-    "extract_boxed", "extract_tagged", "function_spec", "load_corpus", "truncate_middle",
+    "build_executor", "build_syntax", "build_tool", "build_tools", "cache_key", "function_spec",
+    "load_corpus", "truncate_middle",
 ]

@@ -7,11 +7,11 @@ empty; ``id`` defaults to the line number). Title and text are indexed together.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from toolrl_jax.jsonl import iter_json_lines
 from toolrl_jax.tools.base import ToolResult, string_argument
 from toolrl_jax.tools.bm25 import BM25Index
 from toolrl_jax.types import ToolStatus
@@ -28,22 +28,13 @@ def load_corpus(path: str) -> list[Passage]:
     """Reads a JSONL corpus; a bad line raises ValueError naming the file and line."""
     passages = []
     try:
-        f = open(path, encoding="utf-8")
+        lines = list(iter_json_lines(path))
     except OSError as e:
         raise ValueError(f"search corpus {path!r} cannot be read: {e}") from e
-    with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise ValueError(f'{path}:{lineno}: each line must be an object with a "text" string')
-            passages.append(
-                Passage(str(row.get("id", lineno)), str(row.get("title") or ""), row["text"])
-            )
+    for lineno, row in lines:
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ValueError(f'{path}:{lineno}: each line must be an object with a "text" string')
+        passages.append(Passage(str(row.get("id", lineno)), str(row.get("title") or ""), row["text"]))
     if not passages:
         raise ValueError(f"search corpus {path!r} has no passages")
     return passages

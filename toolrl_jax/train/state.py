@@ -22,8 +22,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from toolrl_jax.config import ModelConfig, OptimConfig
-from toolrl_jax.models.decoder import Decoder, init_sharded
+from toolrl_jax.models.decoder import Decoder
 from toolrl_jax.sharding import state_shardings
+from toolrl_jax.train.checkpoint import from_pure
 
 TrainState = dict[str, Any]
 
@@ -57,12 +58,7 @@ class Policy:
 
     def model(self, params) -> Decoder:
         """Rebuilds the module from pure params (works under jit: only tracing-time glue)."""
-        state = jax.tree.map(lambda x: x, self.template)
-        nnx.replace_by_pure_dict(state, params)
-        return nnx.merge(self.graphdef, state)
-
-    def to_pure(self, state) -> dict:
-        return nnx.to_pure_dict(state)
+        return nnx.merge(self.graphdef, from_pure(self.template, params))
 
 
 def create_state(model: Decoder, tx: optax.GradientTransformation, mesh: Mesh,
@@ -84,17 +80,6 @@ def create_state(model: Decoder, tx: optax.GradientTransformation, mesh: Mesh,
     return Policy(graphdef, template, model.cfg), state
 
 
-def create_sharded_state(cfg: ModelConfig, tx, mesh: Mesh, seed: int, beta_long: float = 0.0):
-    """Random init born sharded (no full copy on one device), then the optimiser state."""
-    return create_state(init_sharded(cfg, mesh, seed), tx, mesh, beta_long)
-
-
 def state_sharding_tree(state: TrainState):
     """The shardings of a live state (used as the train step's in/out shardings)."""
     return jax.tree.map(lambda x: x.sharding, state)
-
-
-def abstract_state(state: TrainState):
-    """ShapeDtypeStructs carrying shardings: the restore target for checkpoints."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                        state)

@@ -6,8 +6,10 @@ One builder serves SFT and RL: a *loss function* maps ``(model, micro_batch, bet
 and multi-host reduction are exact), applies AdamW, and updates AutoTool's ``beta_long`` through
 the recipe. The step is jitted once with explicit in/out shardings and donates the old state.
 
-Batch arrays (dict, all ``[B, T]`` unless noted) are aligned to tokens: ``old_logp_BT[b, t]`` is the
-sampler's logprob of ``tokens_BT[b, t]``; logits at position t−1 score token t.
+Batches are typed pytrees: :class:`toolrl_jax.scoring.arrays.SFTBatch` for SFT,
+:class:`toolrl_jax.train.batch.TrainBatch` for RL. Arrays are aligned to tokens:
+``old_logp_BT[b, t]`` is the sampler's logprob of ``tokens_BT[b, t]``; logits at position t−1
+score token t.
 """
 
 from __future__ import annotations
@@ -24,15 +26,15 @@ from toolrl_jax.rl.entropy import hidden_to_logp_entropy
 from toolrl_jax.train.state import Policy, TrainState, state_sharding_tree
 
 Pair = tuple[jax.Array, jax.Array]
-LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array, dict[str, Pair]]]
+LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array, dict[str, Pair]]]
 
 
-def token_logp_entropy(model, batch: dict, chunk: int,
+def token_logp_entropy(model, batch, chunk: int,
                        vocab_chunk: int = 0) -> tuple[jax.Array, jax.Array]:
     """Current-policy ``(logp, entropy)`` for tokens 1..T−1, ``[B, T−1]``; chunked over T (and V
     when ``vocab_chunk`` > 0), so ``[B, T, V]`` fp32 logits never exist."""
-    hidden = model.hidden(batch["tokens_BT"], batch["attn_mask_BT"])
-    return hidden_to_logp_entropy(hidden[:, :-1], model.lm_head_weight(), batch["tokens_BT"][:, 1:],
+    hidden = model.hidden(batch.tokens_BT, batch.attn_mask_BT)
+    return hidden_to_logp_entropy(hidden[:, :-1], model.lm_head_weight(), batch.tokens_BT[:, 1:],
                                   chunk=chunk, vocab_chunk=vocab_chunk)
 
 
@@ -41,7 +43,7 @@ def sft_loss_fn(chunk: int) -> LossFn:
 
     def loss(model, batch, beta_long):
         logp, ent = token_logp_entropy(model, batch, chunk)
-        mask = batch["loss_mask_BT"][:, 1:].astype(jnp.float32)
+        mask = batch.loss_mask_BT[:, 1:].astype(jnp.float32)
         on = mask > 0
         n = jnp.sum(mask)
         # where, not multiply: a masked-out position may hold logp = -inf (vocab masks).
@@ -61,17 +63,17 @@ def rl_loss_fn(recipe, chunk: int) -> LossFn:
 
     def loss(model, batch, beta_long):
         logp, ent = token_logp_entropy(model, batch, chunk, recipe.config.vocab_chunk)
-        ref = batch.get("ref_logp_BT")
+        ref = batch.ref_logp_BT
         loss_sum, denom, metrics = recipe.loss(
-            logp, ent, batch["old_logp_BT"][:, 1:], batch["advantages_BT"][:, 1:],
-            batch["loss_mask_BT"][:, 1:], ref_logp_BT=None if ref is None else ref[:, 1:],
-            short_mode_B=batch["mode_B"], beta_long=beta_long)
+            logp, ent, batch.old_logp_BT[:, 1:], batch.advantages_BT[:, 1:],
+            batch.loss_mask_BT[:, 1:], ref_logp_BT=None if ref is None else ref[:, 1:],
+            short_mode_B=batch.mode_B, beta_long=beta_long)
         return loss_sum, jax.lax.stop_gradient(denom), metrics
 
     return loss
 
 
-def _split_micro(batch: dict, n: int) -> dict:
+def _split_micro(batch, n: int):
     def split(x):
         if x.shape[0] % n:
             raise ValueError(f"batch of {x.shape[0]} rows does not split into {n} micro-batches")
@@ -84,7 +86,7 @@ def build_step(policy: Policy, tx: optax.GradientTransformation, loss_fn: LossFn
                micro_batches: int, update_beta: Callable | None = None, schedule=None):
     """The pure step function (not jitted): ``(state, batch) -> (state, metrics)``."""
 
-    def step(state: TrainState, batch: dict):
+    def step(state: TrainState, batch):
         params = state["params"]
         beta_long = state["beta_long"]
 
@@ -125,12 +127,13 @@ def build_step(policy: Policy, tx: optax.GradientTransformation, loss_fn: LossFn
     return step
 
 
-def jit_step(step_fn, state: TrainState, mesh: Mesh, batch_example: dict):
-    """Jits ``step_fn`` once with explicit shardings: state as it lives, batch split over
+def jit_step(step_fn, state: TrainState, mesh: Mesh, batch_example):
+    """Jits ``step_fn`` once with explicit shardings: state as it lives, batch rows split over
     (data, fsdp), metrics replicated; the old state is donated."""
     state_sh = state_sharding_tree(state)
-    batch_sh = {k: NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (v.ndim - 1))))
-                for k, v in batch_example.items()}
+    batch_sh = jax.tree.map(
+        lambda v: NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (v.ndim - 1)))),
+        batch_example)
     return jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
                    out_shardings=(state_sh, NamedSharding(mesh, PartitionSpec())),
                    donate_argnums=(0,))

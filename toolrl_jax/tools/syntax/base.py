@@ -12,6 +12,8 @@ How the engine uses a syntax (one model turn = the text sampled since the last t
    :class:`InvalidCall` (unknown tool, bad JSON, empty code, or, at the token budget, a call left
    open) whose message goes back to the model, or None (no call: the turn is plain text).
 4. Append ``format_result(result)`` to the context and resume.
+5. A turn with no call ends the trajectory when it holds a final answer:
+   ``toolrl_jax.verifiers.extract_answer(turn_text, syntax.answer_style)`` is not None.
 
 Parsers never raise on model output; anything malformed becomes an InvalidCall.
 """
@@ -22,8 +24,8 @@ import abc
 import textwrap
 from collections.abc import Mapping, Sequence
 
-from toolrl_jax.tools.answer import AnswerStyle, extract_answer
 from toolrl_jax.tools.base import InvalidCall, ParsedCall, ToolResult
+from toolrl_jax.verifiers import AnswerStyle
 
 # Argument that carries the call body for the tools shipped (XML and Markdown calls are one text
 # block; Hermes calls name their arguments themselves).
@@ -89,9 +91,6 @@ class CallSyntax(abc.ABC):
     def format_result(self, result: ToolResult) -> str:
         """Text appended to the context after a call (the syntax's result wrapper)."""
         return self.result_template.replace("{result}", result.text)
-
-    def extract_answer(self, text: str) -> str | None:
-        return extract_answer(text, self.answer_style)
 
     @abc.abstractmethod
     def describe(self, tools: Mapping[str, str]) -> str:

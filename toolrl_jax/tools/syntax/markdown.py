@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from toolrl_jax.tools.answer import AnswerStyle
 from toolrl_jax.tools.base import InvalidCall, ParsedCall
 from toolrl_jax.tools.syntax.base import (
     DEFAULT_ARG_KEYS,
@@ -24,6 +23,7 @@ from toolrl_jax.tools.syntax.base import (
     body_arguments,
     empty_call,
 )
+from toolrl_jax.verifiers import AnswerStyle
 
 # A fence line: optional indent, three or more backticks, optional info string. ``$`` in MULTILINE
 # mode also matches at the very end of the text, where generation stopped on the closing fence.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from toolrl_jax.tools.answer import AnswerStyle
 from toolrl_jax.tools.base import InvalidCall, ParsedCall
 from toolrl_jax.tools.syntax.base import (
     DEFAULT_ARG_KEYS,
@@ -15,6 +14,7 @@ from toolrl_jax.tools.syntax.base import (
     body_arguments,
     empty_call,
 )
+from toolrl_jax.verifiers import AnswerStyle
 
 
 class XmlSyntax(CallSyntax):

@@ -6,10 +6,10 @@ The report compares the SFT policy with the RL policy on the held-out split per 
 
 from __future__ import annotations
 
-from toolrl_jax.train.experiment import Experiment
-from toolrl_jax.train.loops import RL_KEYS, SFT_KEYS, global_resume_step, run_eval, run_rl, run_sft
-from toolrl_jax.train.metrics import METRICS_FILE, MetricsLogger, read_metrics
-from toolrl_jax.train.report import markdown_table, plot_curves, write_report
+from toolrl_jax.experiment.context import Experiment
+from toolrl_jax.experiment.metrics import METRICS_FILE, MetricsLogger, read_metrics
+from toolrl_jax.experiment.phases import RL_KEYS, SFT_KEYS, global_resume_step, run_eval, run_rl, run_sft
+from toolrl_jax.experiment.report import markdown_table, plot_curves, write_report
 
 COMPARE_METRICS = ("accuracy", "tool_calls", "tokens", "acc_per_100_tokens", "short_mode_frac",
                    "tool_success", "entropy_reducing_share")
@@ -79,7 +79,8 @@ def write_pipeline_report(exp: Experiment, sft_eval: dict, rl_eval: dict) -> str
 
 
 def run_pipeline(exp: Experiment) -> str:
-    logger = MetricsLogger(str(exp.workdir), start_step=global_resume_step(exp))
+    logger = MetricsLogger(str(exp.workdir), start_step=global_resume_step(exp),
+                           loggers=exp.cfg.train.loggers, run_name=exp.cfg.name)
     try:
         sft_dir = run_sft(exp, logger)
         rl_dir = run_rl(exp, logger, init_dir=str(sft_dir), step_offset=exp.cfg.sft.steps)

@@ -19,10 +19,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from toolrl_jax.train.experiment import Experiment
-from toolrl_jax.train.loops import global_resume_step, run_eval, run_rl, run_sft
-from toolrl_jax.train.metrics import METRICS_FILE, MetricsLogger, read_metrics
-from toolrl_jax.train.report import markdown_table, plot_series, write_report
+from toolrl_jax.experiment.context import Experiment
+from toolrl_jax.experiment.metrics import METRICS_FILE, MetricsLogger, read_metrics
+from toolrl_jax.experiment.phases import global_resume_step, run_eval, run_rl, run_sft
+from toolrl_jax.experiment.report import markdown_table, plot_series, write_report
 
 # (column, bucket in the eval summary, metric in that bucket)
 TABLE = (
@@ -80,7 +80,8 @@ def mean_curves(runs_rows: list[list[dict]], keys) -> list[dict]:
 def run_compare(exp: Experiment) -> str:
     cfg = exp.cfg
     logger = MetricsLogger(str(exp.workdir), start_step=global_resume_step(
-        dataclasses.replace(exp, cfg=dataclasses.replace(cfg, mode="sft"))))
+        dataclasses.replace(exp, cfg=dataclasses.replace(cfg, mode="sft"))),
+        loggers=cfg.train.loggers, run_name=cfg.name)
     try:
         sft_dir = run_sft(exp, logger)
     finally:
@@ -97,7 +98,8 @@ def run_compare(exp: Experiment) -> str:
                 train=dataclasses.replace(cfg.train, seed=seed))
             sub = exp.derive(run_cfg, exp.workdir / "runs" / name)
             print(f"== {name}", flush=True)
-            with MetricsLogger(str(sub.workdir), start_step=global_resume_step(sub)) as log:
+            with MetricsLogger(str(sub.workdir), start_step=global_resume_step(sub),
+                               loggers=run_cfg.train.loggers, run_name=run_cfg.name) as log:
                 rl_dir = run_rl(sub, log, init_dir=str(sft_dir))
             evals.setdefault(recipe, []).append(run_eval(sub, str(rl_dir), "rl"))
             curves.setdefault(recipe, []).append(read_metrics(str(sub.workdir / METRICS_FILE)))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toolrl_jax.train.metrics import METRICS_FILE, read_metrics
+from toolrl_jax.experiment.metrics import METRICS_FILE, read_metrics
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import jax
 
-from toolrl_jax.buckets import RolloutShapes, round_up
+from toolrl_jax.buckets import round_up
 from toolrl_jax.config import Config, ConfigError, to_dict
 from toolrl_jax.data.prepare import prepare_corpus, prepare_dataset, prepare_tokenizer
 from toolrl_jax.models.decoder import init_sharded
 from toolrl_jax.models.hf import load_hf
-from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams
-from toolrl_jax.rollout.engine import EngineLimits, RolloutEngine
+from toolrl_jax.rollout.engine import RolloutEngine
+from toolrl_jax.rollout.factory import build_engine
 from toolrl_jax.sharding import check_batch_divisible, make_mesh
 from toolrl_jax.tools.registry import build_executor, build_syntax
 from toolrl_jax.train.state import Policy, create_state
@@ -95,34 +95,11 @@ class Experiment:
     # ------------------------------------------------------------------ rollout
     def engine(self, policy: Policy, *, greedy: bool, batch: int | None = None,
                seed: int = 0) -> RolloutEngine:
+        """A rollout engine over ``batch`` rows (default: one RL step's prompts × group)."""
         rc = self.cfg.rollout
-        rows = batch or rc.prompts_per_step * rc.group_size
-        devices = None
-        if rc.lanes > 1:
-            local = jax.local_devices()
-            if rc.lanes > len(local):
-                raise ValueError(f"rollout.lanes={rc.lanes} needs as many local devices; this "
-                                 f"process has {len(local)} (on CPU set XLA_FLAGS=--xla_force_"
-                                 f"host_platform_device_count={rc.lanes})")
-            if rows % rc.lanes:
-                raise ValueError(f"rollout.lanes={rc.lanes} must divide the {rows}-row rollout "
-                                 "batch (eval: eval.prompts_per_batch * samples)")
-            devices = local[:rc.lanes]
-        shapes = RolloutShapes.from_config(rc, batch=rows // rc.lanes)
-        tok = self.tokenizer
-        key = (greedy, shapes)
-        if key not in self.compiled:
-            stops = [tok.encode(s, add_special_tokens=False) for s in self.syntax.stop_strings]
-            eos = sorted({i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>"))
-                          if isinstance(i, int) and i >= 0 and i != tok.unk_token_id})
-            self.compiled[key] = CompiledRollout(
-                policy.model, shapes, eos_ids=eos, stop_sequences=stops,
-                sampling=SamplingParams(rc.temperature, rc.top_k, rc.top_p, greedy=greedy),
-                pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
-        compiled = self.compiled[key]
-        limits = EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens)
-        return RolloutEngine(compiled, tok, self.syntax, self.executor.run, limits, seed=seed,
-                             devices=devices)
+        return build_engine(lambda params: policy.model(params), rc, self.tokenizer, self.syntax,
+                            self.executor.run, rows=batch or rc.prompts_per_step * rc.group_size,
+                            greedy=greedy, seed=seed, compiled_cache=self.compiled)
 
     @property
     def train_seq_len(self) -> int:

@@ -9,10 +9,11 @@ import pytest
 
 from toolrl_jax import config as config_lib
 from toolrl_jax import main as main_lib
+from toolrl_jax.experiment.context import Experiment
+from toolrl_jax.experiment.metrics import MetricsLogger, read_metrics
+from toolrl_jax.experiment.phases import global_resume_step, run_rl
 from toolrl_jax.testing.tiny_run import tiny_overrides
-from toolrl_jax.train.experiment import Experiment
-from toolrl_jax.train.loops import global_resume_step, run_rl
-from toolrl_jax.train.metrics import MetricsLogger, read_metrics
+from toolrl_jax.train.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -45,21 +46,36 @@ NON_TIMING = ("rollout/accuracy", "reward/mean", "rollout/tool_calls", "rollout/
               "pg/loss", "train/grad_norm", "policy/entropy")
 
 
-def _rl(workdir, stop_after=None, steps=4, **extra):
+class _Preempted(Exception):
+    """Stands in for the kill signal of a preempted VM."""
+
+
+def _rl(workdir, steps=4, **extra):
     cfg = config_lib.load(DEMO, tiny_overrides(str(workdir), mode="rl", **{
         "train.steps": steps, "train.checkpoint_every": 2, **extra}))
     exp = Experiment.setup(cfg)
     try:
         with MetricsLogger(str(workdir), start_step=global_resume_step(exp)) as logger:
-            return run_rl(exp, logger, stop_after=stop_after)
+            return run_rl(exp, logger)
     finally:
         exp.close()
 
 
-def test_rl_resume_matches_uninterrupted_run(tmp_path):
+def test_rl_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     _rl(a)
-    assert _rl(b, stop_after=3) is None  # "killed" after step 3; last checkpoint is step 2
+    save = Checkpointer.save
+
+    def killed_after_step_3(self, step, *args, **kwargs):
+        save(self, step, *args, **kwargs)
+        if step == 3:  # the kill lands after step 3 (its metrics are written, no checkpoint)
+            self.close()  # a dead process's writes are over too
+            raise _Preempted
+
+    with monkeypatch.context() as m:
+        m.setattr(Checkpointer, "save", killed_after_step_3)
+        with pytest.raises(_Preempted):
+            _rl(b)  # "killed" after step 3; last checkpoint is step 2
     with open(b / "metrics.jsonl") as f:
         assert len(f.readlines()) == 3
     _rl(b)  # the same command again: resumes from step 2, redoes step 3, finishes

@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from toolrl_jax.train import metrics as M
-from toolrl_jax.train import progress as P
-from toolrl_jax.train import report as R
-from toolrl_jax.train import tensorboard as TB
+from toolrl_jax.experiment import metrics as M
+from toolrl_jax.experiment import progress as P
+from toolrl_jax.experiment import report as R
+from toolrl_jax.experiment import tensorboard as TB
 from toolrl_jax.types import StopReason, ToolCallRecord, ToolStatus, Trajectory, load_trajectories
 
 # ------------------------------------------------------------------------------------------ CRC-32C
@@ -228,7 +228,7 @@ def test_resume_writes_tensorboard_session_start(tmp_path):
 def test_sigkill_loses_at_most_the_line_in_flight(tmp_path):
     code = (
         "import sys, time\n"
-        "from toolrl_jax.train.metrics import MetricsLogger\n"
+        "from toolrl_jax.experiment.metrics import MetricsLogger\n"
         "log = MetricsLogger(sys.argv[1], tensorboard=False)\n"
         "for s in range(3): log.log(s, {'x': s})\n"
         "print('ready', flush=True)\n"

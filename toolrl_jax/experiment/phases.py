@@ -23,15 +23,15 @@ from toolrl_jax.config import OptimConfig
 from toolrl_jax.data.pipeline import prompt_loader, sft_loader
 from toolrl_jax.data.trajectories import template_renderer, tool_renderer
 from toolrl_jax.eval.runner import evaluate
+from toolrl_jax.experiment.context import Experiment
+from toolrl_jax.experiment.metrics import MetricsLogger, save_rollouts
+from toolrl_jax.experiment.progress import Progress
 from toolrl_jax.models.hf import save_hf
 from toolrl_jax.rl.recipes import make_recipe
-from toolrl_jax.train.batching import sft_arrays
+from toolrl_jax.scoring.arrays import sft_batch
 from toolrl_jax.train.checkpoint import Checkpointer
-from toolrl_jax.train.experiment import Experiment
-from toolrl_jax.train.metrics import MetricsLogger, save_rollouts
-from toolrl_jax.train.progress import Progress
 from toolrl_jax.train.rl_loop import RLTrainer
-from toolrl_jax.train.state import abstract_state, make_optimizer
+from toolrl_jax.train.state import make_optimizer
 from toolrl_jax.train.steps import build_step, jit_step, sft_loss_fn
 
 DONE_MARKER = "DONE"
@@ -55,7 +55,7 @@ def _restore(ckpt: Checkpointer, state, iterator):
     step = ckpt.latest_step()
     if step is None:
         return state, 0
-    state, extras = ckpt.restore(step, abstract_state(state))
+    state, extras = ckpt.restore(step, state)  # into the live state's shardings
     iterator.set_state(extras["data_iter"])
     print(f"resumed from {ckpt.directory} step {step}", flush=True)
     return state, step
@@ -101,7 +101,7 @@ def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
     progress = Progress(sc.steps, "sft", every=max(sc.steps // 20, 1), keys=["nll", "entropy"])
     with jax.set_mesh(exp.mesh):
         for step in range(start, sc.steps):
-            batch = sft_arrays(next(it), seq_len)
+            batch = sft_batch(next(it), seq_len)
             if step_fn is None:
                 step_fn = jit_step(build_step(policy, tx, sft_loss_fn(cfg.train.logit_chunk),
                                               micro_batches=micro, schedule=schedule),
@@ -118,12 +118,8 @@ def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
 
 # ---------------------------------------------------------------------------------------- RL
 def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
-           step_offset: int = 0, stop_after: int | None = None) -> Path | None:
-    """RL from ``init_dir`` (an HF export, e.g. the SFT policy) or the config's model.
-
-    ``stop_after`` simulates a preemption (tests): return after that many steps in total,
-    leaving only checkpoints behind, exactly as a killed run would.
-    """
+           step_offset: int = 0) -> Path:
+    """RL from ``init_dir`` (an HF export, e.g. the SFT policy) or the config's model."""
     cfg = exp.cfg
     out = exp.workdir / "rl_policy"
     if _is_done(out):
@@ -134,7 +130,10 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
     policy, state = exp.init_policy(tx, beta_long=recipe.init_beta_long, hf_dir=init_dir)
     # The step donates the state, so the frozen reference needs buffers of its own.
     ref = jax.tree.map(jnp.copy, state["params"]) if recipe.needs_reference else None
-    trainer = RLTrainer(exp, policy, tx, schedule, recipe, ref_params=ref)
+    trainer = RLTrainer(cfg, policy, tx, schedule, recipe,
+                        engine=exp.engine(policy, greedy=False, seed=cfg.train.seed),
+                        syntax=exp.syntax, mesh=exp.mesh, seq_len=exp.train_seq_len,
+                        ref_params=ref)
     loader = prompt_loader(cfg.data, exp.builder, split="train",
                            batch_size=cfg.rollout.prompts_per_step, seed=cfg.train.seed,
                            tools=exp.tool_names, tokenizer=exp.tokenizer)
@@ -165,9 +164,6 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
                               max_rows=4 * cfg.rollout.group_size)
             ckpt.save(step + 1, state, {"data_iter": it.get_state(), "phase": "rl"},
                       force=step + 1 == cfg.train.steps)
-            if stop_after is not None and step + 1 >= stop_after:
-                ckpt.close()
-                return None
     progress.close()
     ckpt.close()
     return _export(exp, policy, state["params"], "rl_policy")
@@ -180,11 +176,20 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
     if path.is_file():
         with open(path) as f:
             return json.load(f)
-    tx, _ = make_optimizer(exp.cfg.optim, 1)
+    cfg, ec = exp.cfg, exp.cfg.eval
+    tx, _ = make_optimizer(cfg.optim, 1)
     policy, state = exp.init_policy(tx, hf_dir=policy_dir)
+    samples = 1 if ec.greedy else ec.samples
+    engine = exp.engine(policy, greedy=ec.greedy, batch=ec.prompts_per_batch * samples,
+                        seed=cfg.train.seed + 1)
+    loader = prompt_loader(cfg.data, exp.builder, split=ec.split,
+                           batch_size=ec.prompts_per_batch, seed=cfg.train.seed,
+                           tools=exp.tool_names, tokenizer=exp.tokenizer)
     t0 = time.perf_counter()
     with jax.set_mesh(exp.mesh):
-        result = evaluate(exp, policy, state["params"])
+        result = evaluate(engine, state["params"], loader, exp.syntax, samples=samples,
+                          seq_len=exp.train_seq_len, max_calls=cfg.rollout.max_tool_calls,
+                          max_items=ec.max_items or None)
     result["_meta"] = {"policy": str(policy_dir), "seconds": time.perf_counter() - t0}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))

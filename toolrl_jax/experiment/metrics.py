@@ -1,0 +1,283 @@
+"""Per-step metrics (``metrics.jsonl``, TensorBoard, W&B) and sampled rollouts of a run's work directory.
+
+Layout inside the work directory (DESIGN §1)::
+
+    metrics.jsonl              one JSON object per step: {"step": …, "time": …, **metrics}
+    tensorboard/events.out.*   the same scalars for TensorBoard (written by tensorboardX)
+    wandb/                     the Weights & Biases run files, when ``train.loggers`` has "wandb"
+    rollouts/step_000120.jsonl sampled trajectories of a step (``toolrl_jax.types`` records)
+
+Only one process should write (process 0 on multi-host); these helpers do not check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import re
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from toolrl_jax.experiment.tensorboard import TensorBoardWriter
+from toolrl_jax.types import Trajectory, dump_trajectories
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+WANDB_DIR = "wandb"  # wandb.init(dir=workdir) puts its run folders here; we keep the run id here too
+WANDB_RUN_ID_FILE = "run_id"
+ROLLOUTS_DIR = "rollouts"
+LOGGERS = ("jsonl", "tensorboard", "wandb")  # the values of config.train.loggers
+NONFINITE_KEY = "nonfinite"  # {"loss": "nan", …}: what the nulls in this line were
+
+
+def _to_python(value: Any) -> Any:
+    """Plain JSON value for a metric: numpy / JAX scalars and 0-d arrays become int or float."""
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    item = getattr(value, "item", None)  # numpy / jax 0-d arrays (no jax import needed)
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return _to_python(item())
+    raise TypeError(f"metric value must be a number, bool or string, got {type(value).__name__}: {value!r}")
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl``. A last line cut off by a killed run is dropped; a bad line anywhere
+    else raises ``ValueError`` naming the line, because it means the file was damaged, not cut."""
+    rows, _ = _read_lines(path)
+    return [row for row, _ in rows]
+
+
+def _read_lines(path: str) -> tuple[list[tuple[dict[str, Any], str]], bool]:
+    """``([(row, raw_line)], dropped_tail)``; the raw line is kept so rewrites preserve it verbatim."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    # After the final "\n" split() leaves "", so a complete file's last element is empty; anything
+    # else there is a line without its newline, i.e. one the writer never finished.
+    tail, lines = lines[-1], lines[:-1]
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not a JSON line ({e})") from e
+        if not isinstance(row, dict) or "step" not in row:
+            raise ValueError(f"{path}:{lineno}: expected an object with a 'step' key")
+        rows.append((row, line))
+    return rows, bool(tail.strip())
+
+
+class _WandbRun:
+    """The W&B sink: one run per work directory, resumed the way ``metrics.jsonl`` is.
+
+    ``wandb`` is imported here, lazily: it is an optional extra. ``WANDB_MODE`` (online / offline /
+    disabled), ``WANDB_SILENT``, ``WANDB_ENTITY`` and ``WANDB_PROJECT`` are read by wandb as usual;
+    without ``WANDB_PROJECT`` the project is the first ``/`` part of ``run_name`` (a comparison's
+    sub-runs ``name/recipe_s0`` share their parent's project). The run id is kept in
+    ``<workdir>/wandb/run_id`` so a later process finds the run again:
+
+    * ``start_step`` None: continue that run (``resume="allow"``); W&B ignores steps below its last.
+    * ``start_step`` s > 0: rewind it to step s-1 (``resume_from="<id>?_step=<s-1>"``), which drops
+      what the crashed process logged after its last checkpoint, like the jsonl and TensorBoard
+      sinks do. Rewind is a W&B server preview feature: where the server refuses, a new run with the
+      same name is started instead (with a warning) and logs from step s on.
+    * ``start_step`` 0, or no recorded run: a new run.
+    """
+
+    def __init__(self, workdir: str, *, run_name: str, start_step: int | None):
+        try:
+            import wandb
+        except ImportError as e:
+            raise ImportError(
+                "train.loggers has 'wandb' but the wandb package is not installed: "
+                "pip install 'toolrl_jax[wandb]'"
+            ) from e
+        run_dir = os.path.join(workdir, WANDB_DIR)
+        os.makedirs(run_dir, exist_ok=True)
+        self._id_path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
+        previous = None
+        if os.path.exists(self._id_path):
+            with open(self._id_path, encoding="utf-8") as f:
+                previous = f.read().strip() or None
+        project = os.environ.get("WANDB_PROJECT") or re.sub(r"[/\\#?%:]", "-", run_name.split("/")[0])[:128]
+        config = None
+        config_path = os.path.join(workdir, "config.json")  # written by Experiment.setup / derive
+        if os.path.exists(config_path):
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        kwargs: dict[str, Any] = dict(
+            project=project or "toolrl_jax", name=run_name, dir=workdir, config=config, reinit="create_new"
+        )
+        resume: dict[str, Any] = {}
+        if previous and start_step is None:
+            resume = {"id": previous, "resume": "allow"}
+        elif previous and start_step > 0:
+            resume = {"resume_from": f"{previous}?_step={start_step - 1}"}
+        try:
+            self._run = wandb.init(**kwargs, **resume)
+        except Exception as e:
+            if not resume:
+                raise
+            warnings.warn(
+                f"W&B could not continue run {previous} ({type(e).__name__}: {e}); starting a new run",
+                stacklevel=3,
+            )
+            self._run = wandb.init(**kwargs)
+        if not self._run.disabled:
+            tmp = self._id_path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(self._run.id + "\n")
+            os.replace(tmp, self._id_path)
+
+    def log(self, step: int, scalars: Mapping[str, float]) -> None:
+        self._run.log(dict(scalars), step=step)
+
+    def close(self, exit_code: int = 0) -> None:
+        if self._run is not None:
+            self._run.finish(exit_code=exit_code)
+            self._run = None
+
+
+class MetricsLogger:
+    """Writes one record per step to the sinks named in ``loggers`` (``config.train.loggers``):
+
+    * ``"jsonl"``: one JSON line per step in ``<workdir>/<filename>``, flushed as written, so a
+      SIGKILL loses at most the line in flight. Non-finite numbers are written as ``null`` and
+      named under ``"nonfinite"`` in the same line (strict JSON has no NaN; other tools would
+      choke on Python's ``NaN`` token). The reports read this file.
+    * ``"tensorboard"``: the numbers as scalars under ``<workdir>/tensorboard`` (tensorboardX),
+      flushed on each step and on close; NaN / inf are kept, TensorBoard can show them.
+    * ``"wandb"``: the numbers to a Weights & Biases run in ``<workdir>/wandb`` named ``run_name``
+      (default: the work directory's name); see :class:`_WandbRun`. Needs the ``wandb`` extra.
+
+    ``start_step``: the step the run (re)starts at. Lines already in the file with step >= it are
+    dropped (the file is rewritten atomically), so a run resumed from a checkpoint does not log a
+    step twice; TensorBoard gets a ``purge_step`` and W&B a rewind to the same effect. ``None``
+    appends to what is there (e.g. an evaluation adding lines). In both cases a truncated last
+    line from a killed run is removed, so the next line does not get glued onto it.
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        start_step: int | None = None,
+        loggers: Sequence[str] = ("jsonl", "tensorboard"),
+        run_name: str | None = None,
+        filename: str = METRICS_FILE,
+    ):
+        if isinstance(loggers, str):
+            raise TypeError(f"loggers must be a sequence of names, not the string {loggers!r}")
+        for name in loggers:
+            if name not in LOGGERS:
+                raise ValueError(f"unknown metrics logger {name!r}; choose from {list(LOGGERS)}")
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, filename)
+        self._f = None
+        self._tb: TensorBoardWriter | None = None
+        self._wandb: _WandbRun | None = None
+        try:
+            if "jsonl" in loggers:
+                if os.path.exists(self.path):
+                    self._repair(start_step)
+                self._f = open(self.path, "a", encoding="utf-8")
+            if "tensorboard" in loggers:
+                self._tb = TensorBoardWriter(os.path.join(workdir, TENSORBOARD_DIR), start_step=start_step)
+            if "wandb" in loggers:
+                name = run_name or os.path.basename(os.path.abspath(workdir))
+                self._wandb = _WandbRun(workdir, run_name=name, start_step=start_step)
+        except BaseException:
+            self.close()
+            raise
+
+    def _repair(self, start_step: int | None) -> None:
+        rows, dropped_tail = _read_lines(self.path)
+        keep = [line for row, line in rows if start_step is None or row["step"] < start_step]
+        if len(keep) == len(rows) and not dropped_tail:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)  # atomic: a crash here leaves the old file or the new, never half
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes one record for ``step``; returns the row as written to ``metrics.jsonl``. Values:
+        numbers (incl. numpy / JAX scalars), bools, strings; only numbers go to TensorBoard / W&B."""
+        row: dict[str, Any] = {"step": int(step), "time": round(time.time(), 3)}
+        nonfinite: dict[str, str] = {}
+        scalars: dict[str, float] = {}
+        for key, value in metrics.items():
+            if key in row or key == NONFINITE_KEY:
+                raise ValueError(f"metric name {key!r} is reserved in {METRICS_FILE}")
+            value = _to_python(value)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                scalars[key] = float(value)
+                if isinstance(value, float) and not math.isfinite(value):
+                    nonfinite[key] = repr(value)  # "nan", "inf", "-inf"
+                    value = None
+            row[key] = value
+        if nonfinite:
+            row[NONFINITE_KEY] = nonfinite
+        if self._f is not None:
+            self._f.write(json.dumps(row, allow_nan=False) + "\n")
+            self._f.flush()
+        if scalars:
+            if self._tb is not None:
+                self._tb.scalars(int(step), scalars)
+            if self._wandb is not None:
+                self._wandb.log(int(step), scalars)
+        return row
+
+    def flush(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self, exit_code: int = 0) -> None:
+        """Closes every sink; ``exit_code`` != 0 marks the W&B run failed."""
+        if self._f is not None and not self._f.closed:
+            self._f.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.close(exit_code)
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(exit_code=0 if exc_type is None else 1)
+
+
+def save_rollouts(
+    workdir: str, step: int, trajectories: Sequence[Trajectory], max_rows: int | None = None
+) -> str:
+    """Writes up to ``max_rows`` trajectories to ``rollouts/step_{step:06d}.jsonl``; returns the path.
+
+    Keeps the *first* rows: the engine emits a prompt's G samples together, so a prefix shows whole
+    groups side by side (what differs between a rewarded and an unrewarded sample). Each record is
+    token-exact and carries the decoded ``text`` for reading. The file is replaced atomically, so a
+    resumed run that saves the same step again overwrites instead of appending duplicates.
+    """
+    out_dir = os.path.join(workdir, ROLLOUTS_DIR)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"step_{int(step):06d}.jsonl")
+    rows = list(trajectories) if max_rows is None else list(trajectories)[: max(0, max_rows)]
+    tmp = path + ".tmp"
+    if os.path.exists(tmp):  # left by a crash; dump_trajectories appends
+        os.remove(tmp)
+    dump_trajectories(tmp, rows)  # opens in append mode: creates the file even for no rows
+    os.replace(tmp, path)
+    return path
