@@ -20,29 +20,26 @@ Full size on a TPU/GPU: start from a real checkpoint and scale the budget, e.g.
 (the model's own dims come from its config.json when ``init_from`` is set).
 """
 
-from toolrl_jax.config import default_config_dict
+import importlib.util
+import os
+
+
+def _demo_config():
+    """configs/demo.py's config: the comparison is the demo's model and budget plus the overrides
+    below (loaded by path, so it works however this file itself was loaded)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
+    spec = importlib.util.spec_from_file_location("toolrl_jax_configs_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def get_config():
-    c = default_config_dict()
+    c = _demo_config()  # same model (4 × 128 Qwen2-style), tokenizer size, rollout sampling
     c.name = "compare"
     c.mode = "compare"
 
-    c.model.architecture = "qwen2"
-    c.model.vocab_size = 1024
-    c.model.hidden_size = 128
-    c.model.intermediate_size = 384
-    c.model.num_layers = 4
-    c.model.num_heads = 4
-    c.model.num_kv_heads = 2
-    c.model.tie_embeddings = True
-    c.model.max_position = 512
-
-    c.data.source = "synthetic"
     c.data.tasks = ("arithmetic", "lookup")
-    c.data.num_train = 4000
-    c.data.num_heldout = 200
-    c.data.demo_vocab_size = 1024
     # Longest warm-up example (2-hop lookup / 5-term sum, long mode) is ~200 tokens; a smaller
     # limit drops exactly the tool-using trajectories of the hard items.
     c.data.sft_max_len = 208
@@ -52,29 +49,19 @@ def get_config():
     c.tools.search.top_k = 1  # one passage: short contexts for a tiny model
 
     c.sft.steps = 800  # copying (question → call, result → answer) emerges after ~400 steps
-    c.sft.batch_size = 32
     c.sft.learning_rate = 2e-3
-    c.sft.warmup_steps = 20
 
-    c.rollout.prompts_per_step = 8
-    c.rollout.group_size = 8
     c.rollout.max_prompt_len = 128
     c.rollout.max_new_tokens = 96  # sampled tokens; a 2-hop lookup in long mode needs ~70
     c.rollout.max_cache_len = 304  # prompt + sampled + up to 3 results of <= 32 tokens
     c.rollout.segment_len = 96
     c.rollout.max_tool_calls = 3
     c.rollout.max_result_tokens = 32
-    c.rollout.length_bucket = 16
 
     c.rl.recipe = "grpo"  # replaced per run by compare.recipes
     c.optim.learning_rate = 2e-4
     c.train.steps = 25
-    c.train.mini_batches = 2
-    c.train.logit_chunk = 64
-    c.train.checkpoint_every = 5
-    c.train.save_rollouts_every = 10
 
     c.compare.recipes = ("grpo", "dapo", "tepo_sparse", "tepo_dense", "tao_rl", "autotool")
     c.compare.seeds = (0, 1)
-    c.eval.prompts_per_batch = 50
     return c

@@ -10,3 +10,6 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
+# Implicit rank promotion ([B] + [B, T] silently broadcasting to [B, B, T] or the like) is an error
+# in tests: shapes must be made to agree explicitly (x[:, None]).
+jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -97,3 +97,8 @@ def test_plan_mode_real_size_on_cpu():
     assert "mesh: data=1, fsdp=4, tensor=2" in out.stdout
     assert "layers.0.mlp.gate_proj" in out.stdout and "P('fsdp', 'tensor')" in out.stdout
     assert "KV cache" in out.stdout and "optimizer (AdamW)" in out.stdout
+
+
+def test_group_size_one_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r"rollout.group_size=1 must be >= 2.*every advantage is 0"):
+        config_lib.load(os.path.join(ROOT, "configs", "demo.py"), {"rollout.group_size": "1"})

@@ -3,12 +3,13 @@ from fractions import Fraction
 import pytest
 
 from toolrl_jax.data.expressions import ExpressionError, calculate, evaluate, format_number
-from toolrl_jax.data.verifiers import (
-    answers_match,
+from toolrl_jax.verifiers import (
     extract_answer,
-    is_correct,
+    grade,
     normalize_answer,
     parse_number,
+    verify_math,
+    verify_qa,
 )
 
 
@@ -73,23 +74,23 @@ def test_parse_number(text, value):
     assert parse_number(text) == value
 
 
-def test_answers_match():
-    assert answers_match("18.0", "18", numeric=True)
-    assert answers_match("$1,200", "1200", numeric=True)
-    assert not answers_match("19", "18", numeric=True)
-    assert not answers_match("eighteen", "18", numeric=True)
-    assert answers_match("the Vomutia", "vomutia", numeric=False)
-    assert not answers_match("18.0", "18", numeric=False)
+def test_math_and_text_matches():
+    assert verify_math("18.0", "18").correct
+    assert verify_math("$1,200", "1200").correct
+    assert not verify_math("19", "18").correct
+    assert not verify_math("eighteen", "18").correct
+    assert verify_qa("the Vomutia", "vomutia").correct
+    assert not verify_qa("18.0", "18").correct  # text answers compare as text
 
 
-def test_is_correct_by_task():
+def test_grade_by_task():
     arith = {"task": "arithmetic", "answer": "37582"}
-    assert is_correct(arith, "<think>…</think><answer>37,582</answer>")
-    assert not is_correct(arith, "37582")  # no answer tag
+    assert grade("<think>…</think><answer>37,582</answer>", arith).correct
+    assert not grade("37582", arith).correct  # no answer tag
     lookup = {"task": "lookup", "answer": "Vomutia"}
-    assert is_correct(lookup, "<answer>vomutia.</answer>")
-    assert not is_correct(lookup, "<answer>Bavuv</answer>")
+    assert grade("<answer>vomutia.</answer>", lookup).correct
+    assert grade("<answer>Bavuv</answer>", lookup).score == 0.0
     user_numeric = {"task": "jsonl", "answer": "3"}
-    assert is_correct(user_numeric, "<answer>3.0</answer>")
+    assert grade("<answer>3.0</answer>", user_numeric).correct
     user_text = {"task": "jsonl", "answer": "Paris"}
-    assert is_correct(user_text, "<answer>paris</answer>")
+    assert grade("<answer>paris</answer>", user_text).correct

@@ -10,7 +10,7 @@ from toolrl_jax.data.expressions import calculate
 from toolrl_jax.data.records import check_record
 from toolrl_jax.data.splits import cycle_sample, split_of, stable_uniform
 from toolrl_jax.data.trajectories import join_segments, split_segments
-from toolrl_jax.data.verifiers import is_correct
+from toolrl_jax.verifiers import grade
 
 CFG = DataConfig(num_train=400, num_heldout=100, num_rare=80)
 
@@ -64,7 +64,8 @@ def test_records_are_valid_and_answers_right(splits):
             check_record(r)
             assert r["difficulty"] in ("easy", "hard")
             # The long trajectory ends in the right answer and is stored in canonical form.
-            assert is_correct(r, r["trajectory"]), r
+            verdict = grade(r["trajectory"], r)
+            assert verdict.correct and verdict.score == 1.0, (r, verdict)
             assert join_segments(split_segments(r["trajectory"])) == r["trajectory"]
             if r["task"] == "arithmetic":
                 assert r["answer"] == str(eval(r["metadata"]["expression"]))  # noqa: S307

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from toolrl_jax.eval.runner import eval_verifier, pass_at_k, summarize
+from toolrl_jax.eval.runner import pass_at_k, summarize
 
 
 def test_pass_at_k_unbiased_estimator():
@@ -38,11 +38,3 @@ def test_pass_at_k_in_summary():
     out = summarize(rows, samples=3)
     assert out["all"]["items"] == 1
     assert out["all"]["pass@3"] == 1.0 and out["all"]["avg@3"] == pytest.approx(1 / 3)
-
-
-def test_eval_verifier_uses_math_verify_forms():
-    record = {"task": "gsm8k", "answer": "18"}
-    assert eval_verifier("\\boxed{18}", record) == 1.0
-    assert eval_verifier("18.00", record) == 1.0
-    assert eval_verifier("19", record) == 0.0
-    assert eval_verifier("Paris", {"task": "lookup", "answer": "paris"}) == 1.0

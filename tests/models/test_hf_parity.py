@@ -87,3 +87,13 @@ def test_unsupported_architecture(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(CheckpointError, match="model_type 'gpt2' is not supported"):
         load_hf(str(tmp_path))
+
+
+def test_dtype_object_instead_of_a_name_is_a_clear_error(tmp_path):
+    import jax.numpy as jnp
+
+    write_transformers_checkpoint(str(tmp_path), tiny_qwen2_config())
+    with pytest.raises(TypeError, match=r"dtype must be a dtype name.*not jnp.float32"):
+        load_hf(str(tmp_path), dtype=jnp.float32)
+    with pytest.raises(ValueError, match=r"dtype='float16' is not supported"):
+        load_hf(str(tmp_path), dtype="float16")

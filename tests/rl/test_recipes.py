@@ -12,8 +12,8 @@ import pytest
 
 from toolrl_jax.config import ConfigError, RLConfig, default_config_dict, from_config_dict
 from toolrl_jax.config.rl import RECIPE_PRESETS
-from toolrl_jax.rl import RewardInputs, make_recipe
 from toolrl_jax.rl.advantages import broadcast_to_tokens, grpo_advantages
+from toolrl_jax.rl.recipes import RewardInputs, make_recipe
 from toolrl_jax.rl.tool_entropy import call_entropy_deltas
 from toolrl_jax.types import ToolStatus
 

@@ -19,6 +19,7 @@ from toolrl_jax.tools import (
     function_spec,
 )
 from toolrl_jax.types import ToolStatus
+from toolrl_jax.verifiers import extract_answer
 
 
 def tools_cfg(**section):
@@ -57,7 +58,7 @@ def test_syntax_choice_and_options():
     md = build_syntax(tools_cfg(syntax="markdown", markdown_result_marker="stdout",
                                 answer_style="boxed"))
     assert isinstance(md, MarkdownSyntax) and md.result_marker == "stdout"
-    assert md.extract_answer("so \\boxed{3}") == "3"
+    assert md.answer_style == "boxed" and extract_answer("so \\boxed{3}", md.answer_style) == "3"
     custom = build_syntax(tools_cfg(result_template="<r>{result}</r>"))
     assert custom.default_result_template != custom.result_template == "<r>{result}</r>"
 

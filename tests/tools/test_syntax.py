@@ -11,10 +11,9 @@ from toolrl_jax.tools import (
     ParsedCall,
     ToolResult,
     XmlSyntax,
-    extract_boxed,
-    extract_tagged,
 )
 from toolrl_jax.types import ToolStatus
+from toolrl_jax.verifiers import extract_answer
 
 TOOLS = ("python", "calculator", "search")
 FENCE = "```"
@@ -199,7 +198,7 @@ def test_parsers_never_raise_on_random_text(make):
         assert call is None or isinstance(call, (ParsedCall, InvalidCall))
         end = s.find_call_end(text)
         assert end is None or 0 < end <= len(text)
-        s.extract_answer(text)
+        extract_answer(text, s.answer_style)
 
 
 @pytest.mark.parametrize(
@@ -223,16 +222,19 @@ def test_result_template_override_and_stop_strings():
         XmlSyntax(TOOLS, result_template="no placeholder")
 
 
-def test_extract_answer_styles():
+@pytest.mark.parametrize("make", [xml, md, hermes])
+def test_answer_style_and_stop_strings(make):
+    """The syntax only names the answer style; ``toolrl_jax.verifiers.extract_answer`` reads it."""
     text = "<answer>first</answer> wait, <answer> 42 </answer> and \\boxed{\\frac{1}{2}}"
-    assert xml().extract_answer(text) == "42"
-    assert XmlSyntax(TOOLS, answer_style="boxed").extract_answer(text) == "\\frac{1}{2}"
-    both = XmlSyntax(TOOLS, answer_style="tag_or_boxed")
-    assert both.extract_answer("so \\boxed{7}") == "7"
-    assert both.extract_answer("<answer>\\boxed{8}</answer>") == "8"
-    assert xml().extract_answer("<answer>cut off at the bud") is None
-    assert extract_tagged("no answer") is None
-    assert extract_boxed("\\boxed{1} then \\boxed{unbalanced") == "1"
+    tag = make()
+    assert tag.answer_style == "tag" and extract_answer(text, tag.answer_style) == "42"
+    assert tag.stop_strings[-1] == "</answer>"
+    boxed = type(tag)(TOOLS, answer_style="boxed")
+    assert extract_answer(text, boxed.answer_style) == "\\frac{1}{2}"
+    assert "</answer>" not in boxed.stop_strings  # a boxed answer has no end string to stop at
+    both = type(tag)(TOOLS, answer_style="tag_or_boxed")
+    assert extract_answer("so \\boxed{7}", both.answer_style) == "7"
+    assert extract_answer("<answer>\\boxed{8}</answer>", both.answer_style) == "8"
 
 
 @pytest.mark.parametrize("make", [xml, md, hermes])

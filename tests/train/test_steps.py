@@ -1,5 +1,7 @@
 """Train steps: sharded == single device, micro-batching is exact, SFT learns, no recompiles."""
 
+import dataclasses
+
 import jax
 import numpy as np
 
@@ -111,3 +113,51 @@ def test_all_masked_batch_gives_zero_update_not_nan():
         state, metrics = step(state, batch)
     assert np.isfinite(float(metrics["train/grad_norm"]))
     _assert_close(before, jax.device_get(state["params"]), atol=0)
+
+
+# ----------------------------------------------------------------------------------- golden step
+# One RL step on a fixed tiny model and batch with every loss term on (PPO clip-higher + dual
+# clip, k3 KL to a reference, AutoTool's entropy term). The numbers were recorded from this code
+# and pin the whole chain — logprob/entropy head, recipe loss, aggregation, grad accumulation,
+# AdamW — so a bug common to every layout (which the layout comparisons above cannot see) fails.
+GOLDEN = {"train/loss": -0.5319330096244812, "pg/loss": -0.46830445528030396,
+          "kl/ref": 0.03349315747618675, "policy/entropy": 4.839354038238525,
+          "autotool/beta_long": 0.015160911716520786, "train/grad_norm": 0.9664574265480042,
+          "param_delta_l2": 0.27391545747034673, "lm_head_delta_sum": -0.5949401433092021}
+
+
+def _golden_step():
+    cfg = tiny_qwen2_config()
+    mesh = make_mesh(MeshConfig(data=1, fsdp=1, tensor=1))
+    tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=0), 10)
+    # Targets above the tiny model's entropy (~4.8) switch the AutoTool term on for every row.
+    rl_cfg = RLConfig(recipe="autotool", kl_coef=0.05, clip_eps_high=0.28, dual_clip=3.0,
+                      autotool_target_short=10.0, autotool_target_long=10.0,
+                      autotool_beta_short=0.02)
+    recipe = make_recipe(rl_cfg, group_size=4, max_new_tokens=T)
+    with jax.set_mesh(mesh):
+        policy, state = create_state(init_decoder(cfg, seed=0), tx, mesh, recipe.init_beta_long)
+        before = jax.device_get(state["params"])
+        base = _batch(cfg.vocab_size, seed=7)
+        rng = np.random.default_rng(11)
+        batch = dataclasses.replace(
+            base, ref_logp_BT=(base.old_logp_BT + 0.2 * rng.standard_normal((B, T))
+                               ).astype(np.float32))
+        step = jit_step(build_step(policy, tx, rl_loss_fn(recipe, chunk=8), micro_batches=2,
+                                   update_beta=recipe.update_beta, schedule=schedule),
+                        state, mesh, batch)
+        state, metrics = step(state, batch)
+        after = jax.device_get(state["params"])
+    deltas = [np.asarray(a, np.float64) - np.asarray(b, np.float64)
+              for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before))]
+    out = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    out["param_delta_l2"] = float(np.sqrt(sum((d ** 2).sum() for d in deltas)))
+    out["lm_head_delta_sum"] = float((np.asarray(after["lm_head"], np.float64)
+                                      - np.asarray(before["lm_head"], np.float64)).sum())
+    return out
+
+
+def test_golden_one_step_rl_numbers():
+    got = _golden_step()
+    for key, want in GOLDEN.items():
+        np.testing.assert_allclose(got[key], want, rtol=2e-5, atol=1e-7, err_msg=key)

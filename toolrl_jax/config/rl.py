@@ -8,31 +8,40 @@ which means "what the recipe says"; setting one overrides the preset, so compone
 freely (e.g. ``recipe='tepo_dense', filters=('all_tools_failed', 'all_correct_or_wrong')`` puts
 TAO-RL's filters in front of TEPO's rewards). :meth:`RLConfig.resolved` fills every ``None`` from
 :data:`RECIPE_PRESETS`; the RL code only ever reads a resolved config.
+
+Component names are not listed here: each is the name a function was registered under in
+:mod:`toolrl_jax.rl.registry` (:data:`COMPONENT_TABLES` says which table each key reads), and
+:meth:`RLConfig.validate` checks them against those tables when the config is loaded. Filters
+(``rl.filters``, host-side, shapes stay static): ``all_tools_failed`` (TAO-RL: rows with >= 1
+call, all failed; kept in the group baseline), ``all_correct_or_wrong`` (TAO-RL: groups all correct
+or all wrong), ``zero_variance`` (DAPO dynamic sampling / AutoTool refinement: groups with equal
+rewards), ``void_turn`` (SimpleTIR: rows with a turn that has neither a complete call nor an
+answer). Group filters (the registry's ``drops_groups``) make the loop oversample and refill.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 from toolrl_jax.config.core import require
+from toolrl_jax.rl import registry
 
-RecipeName = Literal["grpo", "dapo", "dr_grpo", "tepo_sparse", "tepo_dense", "tao_rl", "autotool"]
-RewardName = Literal["outcome", "tepo_sparse", "tepo_dense", "autotool"]
-AdvantageName = Literal["grpo", "dr_grpo", "rloo", "tepo_tool"]
-ShapingName = Literal["none", "tao_post_tool", "entropy_bonus"]
-LossAggName = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"]
-KLEstimator = Literal["k1", "k2", "k3"]
+#: Config key -> the registry table its name(s) must come from (``filters``: a tuple of names).
+COMPONENT_TABLES: dict[str, registry.Table] = {
+    "reward": registry.REWARDS,
+    "filters": registry.FILTERS,
+    "advantage": registry.ADVANTAGES,
+    "shaping": registry.SHAPERS,
+    "loss_agg": registry.LOSS_AGGS,
+    "kl_estimator": registry.KL_ESTIMATORS,
+    "autotool_entropy_gate": registry.AUTOTOOL_GATES,
+}
 
-#: Row/group filters, applied host-side (shapes stay static; dropped rows get weight 0).
-FILTER_NAMES = (
-    "all_tools_failed",  # TAO-RL: rows with >= 1 call, all failed (kept in the group baseline)
-    "all_correct_or_wrong",  # TAO-RL: groups whose rollouts are all correct or all wrong
-    "zero_variance",  # DAPO dynamic sampling / AutoTool refinement: groups with equal rewards
-    "void_turn",  # SimpleTIR: rows with a turn that has neither a complete call nor an answer
-)
-#: Filters that drop whole groups: when any is on, the loop oversamples and refills (RefillRule).
-GROUP_FILTERS = ("all_correct_or_wrong", "zero_variance")
+
+def choices(key: str) -> list[str]:
+    """The names ``rl.<key>`` accepts (a component key of :data:`COMPONENT_TABLES`), sorted."""
+    return COMPONENT_TABLES[key].names()
 
 # Each recipe's choice for every ``None``-default field below. Values from DESIGN.md §4 and the
 # papers: DAPO clip-higher 0.2/0.28 + token-mean + overlong buffer (4096 of 20480 = 0.2);
@@ -71,14 +80,14 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
 class RLConfig:
     """RL knobs. ``None`` = the recipe's preset (see :data:`RECIPE_PRESETS`)."""
 
-    recipe: RecipeName = "grpo"
+    recipe: str = "grpo"  # a key of RECIPE_PRESETS
 
-    # --- components (None: the recipe's choice) -------------------------------------------------
-    reward: RewardName | None = None
-    advantage: AdvantageName | None = None
-    filters: tuple[str, ...] | None = None  # names from FILTER_NAMES
-    shaping: ShapingName | None = None
-    loss_agg: LossAggName | None = None
+    # --- components (None: the recipe's choice; names: see COMPONENT_TABLES) --------------------
+    reward: str | None = None
+    advantage: str | None = None
+    filters: tuple[str, ...] | None = None
+    shaping: str | None = None
+    loss_agg: str | None = None
     # PPO ratio clip [1 - low, 1 + high]; high > low is DAPO's clip-higher (keeps rare tokens able
     # to grow, which delays entropy collapse).
     clip_eps_low: float | None = None
@@ -101,7 +110,7 @@ class RLConfig:
 
     # --- loss extras ------------------------------------------------------------------------------
     kl_coef: float = 0.0  # 0: no reference model needed (DAPO, Dr.GRPO drop the KL term)
-    kl_estimator: KLEstimator = "k3"  # k3 = exp(d) - 1 - d: unbiased, low variance, >= 0
+    kl_estimator: str = "k3"  # k3 = exp(d) - 1 - d: unbiased, low variance, >= 0
     kl_clamp: float = 10.0  # per-token |KL| clamp (as verl's low_var_kl) against exploding ratios
     entropy_coef: float = 0.0  # plain entropy bonus -c * H_t (carries gradient)
     # Dr.GRPO's constant normaliser (tokens per row); 0 = the rollout's max_new_tokens.
@@ -129,7 +138,7 @@ class RLConfig:
     # i over its loss tokens, since the paper's H_i and mode m_i are per sample; the per-token term
     # -beta_i*H_t aggregated with seq-mean-token-mean is then exactly mean_i beta_i*H_i. "token":
     # each token is gated by its own H_t (bonus only on low-entropy tokens). L_beta always uses H_i.
-    autotool_entropy_gate: Literal["row_mean", "token"] = "row_mean"
+    autotool_entropy_gate: str = "row_mean"
     autotool_target_short: float = 0.1  # H_s
     autotool_target_long: float = 0.2  # H_l
     autotool_beta_short: float = 0.0  # beta_s (fixed)
@@ -163,9 +172,13 @@ class RLConfig:
         require(self.recipe in RECIPE_PRESETS,
                 f"{path}.recipe={self.recipe!r}; choose one of {sorted(RECIPE_PRESETS)}")
         r = self.resolved()
-        for name in r.filters:
-            require(name in FILTER_NAMES,
-                    f"{path}.filters has unknown filter {name!r}; choose from {list(FILTER_NAMES)}")
+        for key, table in COMPONENT_TABLES.items():
+            value = getattr(r, key)
+            many = isinstance(value, tuple)
+            for name in value if many else (value,):
+                where = f"{path}.{key} has {name!r}, which" if many else f"{path}.{key}={name!r}"
+                require(name in table, f"{where} is not a registered {table.kind}; "
+                                       f"choose one of {table.names()}")
         require((r.reward == "tepo_dense") == (r.advantage == "tepo_tool"),
                 f"{path}.reward={r.reward!r} with {path}.advantage={r.advantage!r}: per-call "
                 "rewards (tepo_dense) and tool-level advantages (tepo_tool) go together")

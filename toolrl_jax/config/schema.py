@@ -137,7 +137,12 @@ class RolloutConfig:
 
     def validate(self, path: str) -> None:
         require(self.prompts_per_step > 0, f"{path}.prompts_per_step must be > 0")
-        require(self.group_size > 0, f"{path}.group_size must be > 0")
+        # G = 1 is refused rather than allowed to run: every group-relative advantage (GRPO,
+        # Dr.GRPO, RLOO, TEPO's tool level) is then exactly 0 and nothing would train, silently.
+        require(self.group_size >= 2,
+                f"{path}.group_size={self.group_size} must be >= 2: advantages are relative to the "
+                "other samples of the same prompt, so with one sample per prompt every advantage "
+                "is 0 and RL would not train")
         require(self.temperature > 0, f"{path}.temperature={self.temperature} must be > 0")
         require(0 < self.top_p <= 1, f"{path}.top_p={self.top_p} must be in (0, 1]")
         require(self.top_k >= 0, f"{path}.top_k must be >= 0")

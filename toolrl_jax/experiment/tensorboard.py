@@ -12,10 +12,11 @@ tensorboardX is imported where it is used: importing it imports torch when torch
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import struct
-import uuid
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -34,10 +35,11 @@ class _DropNonFiniteWarning(logging.Filter):
 
 
 _NONFINITE_FILTER = _DropNonFiniteWarning()
+_WRITERS = itertools.count()  # this process's writers, for unique file names
 
 
 class TensorBoardWriter:
-    """Scalar summaries in a fresh ``events.out.tfevents.<time>.<host>.<id>`` file in ``logdir``.
+    """Scalar summaries in a fresh ``events.out.tfevents.<s>.<host>.<ns>.<pid>.<n>`` file in ``logdir``.
 
     tensorboardX writes from a background thread; :meth:`scalars` flushes after each call and the
     thread flushes at least every ``flush_secs``, so a killed run loses about a second of points
@@ -55,7 +57,8 @@ class TensorBoardWriter:
         os.makedirs(logdir, exist_ok=True)
         # tensorboardX names files by the second and opens them with "wb": without a unique suffix
         # two writers started in the same second (a restart, train + eval) would clobber each other.
-        suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        # Nanoseconds first, so that name order stays creation order within a second.
+        suffix = f".{time.time_ns()}.{os.getpid()}.{next(_WRITERS)}"
         self._w = SummaryWriter(
             logdir, purge_step=start_step, flush_secs=flush_secs, filename_suffix=suffix
         )

@@ -34,7 +34,22 @@ class CheckpointError(ValueError):
 
 
 # ----------------------------------------------------------------------------- config
+DTYPE_NAMES = ("float32", "bfloat16")
+
+
+def check_dtype_name(dtype, what: str = "dtype") -> str:
+    """``dtype`` must be a name (``"float32"`` / ``"bfloat16"``), as in the config; a dtype object
+    such as ``jnp.float32`` is refused with a message saying what to pass instead."""
+    if not isinstance(dtype, str):
+        raise TypeError(f"{what} must be a dtype name, one of {list(DTYPE_NAMES)}; got "
+                        f"{dtype!r} (pass e.g. dtype='float32', not jnp.float32)")
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"{what}={dtype!r} is not supported; choose one of {list(DTYPE_NAMES)}")
+    return dtype
+
+
 def model_config_from_hf(hf: dict, *, dtype: str = "float32", path: str = "") -> ModelConfig:
+    check_dtype_name(dtype)
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED:
         raise CheckpointError(
@@ -233,7 +248,7 @@ def _lookup(tree, path_tuple):
 def save_hf(model: Decoder, path: str, dtype: str | None = None, tokenizer_dir: str = "") -> None:
     """Writes ``config.json`` + ``model.safetensors`` (+ tokenizer files when given)."""
     cfg = model.cfg
-    dtype = dtype or cfg.param_dtype
+    dtype = check_dtype_name(dtype or cfg.param_dtype)
     np_dtype = np.dtype(jnp.dtype(dtype))
     os.makedirs(path, exist_ok=True)
     state = nnx.state(model, nnx.Param)

@@ -32,7 +32,8 @@ class RMSNorm(nnx.Module):
         # Normalise in fp32 as HF does, then cast back before scaling (matters for bf16 parity).
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.weight[...] * x32.astype(x.dtype)
+        w = self.weight[...].reshape((1,) * (x.ndim - 1) + (-1,))  # [D] -> [1, ..., 1, D]
+        return w * x32.astype(x.dtype)
 
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScalingConfig) -> jnp.ndarray:
@@ -64,9 +65,9 @@ def rope_tables(positions_BT, inv_freq, max_position: int | None = None):
     producer into each consumer: ~150 µs of a ~2 ms demo-model decode step on CPU).
     """
     if max_position is None:
-        angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq  # [B, T, hd/2]
+        angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq[None, None, :]  # [B, T, hd/2]
         return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
-    table = jnp.arange(max_position, dtype=jnp.float32)[:, None] * inv_freq  # [P, hd/2]
+    table = jnp.arange(max_position, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # [P, hd/2]
     idx = jnp.clip(positions_BT, 0, max_position - 1)
     return jnp.cos(table)[idx][:, :, None, :], jnp.sin(table)[idx][:, :, None, :]
 
@@ -137,7 +138,7 @@ class Attention(nnx.Module):
         qkv = x_BTD @ w.astype(dt)
         if self.qkv_bias:
             qkv = qkv + jnp.concatenate(
-                [self.q_bias[...], self.k_bias[...], self.v_bias[...]]).astype(dt)
+                [self.q_bias[...], self.k_bias[...], self.v_bias[...]]).astype(dt)[None, None, :]
         nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q, k, v = qkv[..., :nq], qkv[..., nq:nq + nkv], qkv[..., nq + nkv:]
         q = q.reshape(b, t, self.num_heads, self.head_dim)

@@ -7,12 +7,19 @@ only zero weights), so the layout survives filtering; DAPO refills select whole 
 
 All functions are pure ``jnp``, take rewards as data (no gradient flows into them) and return fp32.
 Per-row advantages are ``[B]``; :func:`broadcast_to_tokens` puts them on the loss tokens.
+
+``rl.advantage`` names one entry of :data:`toolrl_jax.rl.registry.ADVANTAGES` (registered at the
+end of this module): ``(cfg, reward_B, mask_BT, *, group_size, call_reward_BK, num_calls_B,
+segment_ids_BT) -> adv_BT``, token advantages that are 0 off the mask (``mask_BT`` > 0 on loss
+tokens); optional inputs are None when absent.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from toolrl_jax.rl.registry import ADVANTAGES
 
 Array = jax.Array
 
@@ -101,3 +108,40 @@ def tepo_tool_advantages(
     on_call = (seg >= 0) & (seg < n_B[:, None])
     on_answer = seg == n_B[:, None]
     return jnp.where(on_call, a_seg_BT, jnp.where(on_answer, a_out_B[:, None], 0.0))
+
+
+# --- registered advantage entries: (cfg, reward_B, mask_BT, *, group_size, ...) -> adv_BT ------
+
+
+@ADVANTAGES.register("grpo")
+def _grpo(cfg, reward_B, mask_BT, *, group_size, call_reward_BK=None, num_calls_B=None,
+          segment_ids_BT=None) -> Array:
+    """:func:`grpo_advantages` (``rl.adv_eps``, ``rl.adv_std_ddof``) on the row's loss tokens."""
+    a_B = grpo_advantages(reward_B, group_size, eps=cfg.adv_eps, ddof=cfg.adv_std_ddof)
+    return broadcast_to_tokens(a_B, mask_BT)
+
+
+@ADVANTAGES.register("dr_grpo")
+def _dr_grpo(cfg, reward_B, mask_BT, *, group_size, call_reward_BK=None, num_calls_B=None,
+             segment_ids_BT=None) -> Array:
+    """:func:`dr_grpo_advantages` on the row's loss tokens."""
+    return broadcast_to_tokens(dr_grpo_advantages(reward_B, group_size), mask_BT)
+
+
+@ADVANTAGES.register("rloo")
+def _rloo(cfg, reward_B, mask_BT, *, group_size, call_reward_BK=None, num_calls_B=None,
+          segment_ids_BT=None) -> Array:
+    """:func:`rloo_advantages` on the row's loss tokens."""
+    return broadcast_to_tokens(rloo_advantages(reward_B, group_size), mask_BT)
+
+
+@ADVANTAGES.register("tepo_tool")
+def _tepo_tool(cfg, reward_B, mask_BT, *, group_size, call_reward_BK=None, num_calls_B=None,
+               segment_ids_BT=None) -> Array:
+    """:func:`tepo_tool_advantages` from the per-call rewards (reward ``tepo_dense``), masked."""
+    if call_reward_BK is None or num_calls_B is None or segment_ids_BT is None:
+        raise ValueError("tepo_tool advantages need call_reward_BK, num_calls_B and "
+                         "segment_ids_BT")
+    adv = tepo_tool_advantages(reward_B, call_reward_BK, num_calls_B, segment_ids_BT, group_size,
+                               eps=cfg.adv_eps, ddof=cfg.adv_std_ddof)
+    return jnp.where(jnp.asarray(mask_BT) > 0, adv, 0.0)

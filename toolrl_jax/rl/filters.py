@@ -10,6 +10,10 @@ Group filters (whole groups whose rewards carry no learning signal) are paired w
 :func:`refill` picks a static number of groups, padding with dropped groups at weight 0 if the
 sampling budget ran out.
 
+``rl.filters`` names entries of :data:`toolrl_jax.rl.registry.FILTERS`, registered below with
+``@FILTERS.register(name, drops_groups=...)``: ``fn(reward_B, inputs, group_size)`` returns the
+drop mask, ``[B]`` (rows) or ``[P]`` (groups). :func:`run_filters` combines looked-up entries.
+
 Groups are ``G`` consecutive rows (see :mod:`toolrl_jax.rl.advantages`).
 """
 
@@ -17,15 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
+import jax
 import numpy as np
 
+from toolrl_jax.rl.registry import FILTERS, Filter
+from toolrl_jax.rl.rewards import RewardInputs
 from toolrl_jax.types import StopReason, ToolStatus
 
 _UNIFORM_TOL = 1e-6  # rewards closer than this are "equal" (float noise, not signal)
 
 
-@dataclasses.dataclass
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class FilterResult:
     """``row_weight_B``: float32 1 keep / 0 drop. ``group_keep_P``: groups no group filter dropped.
 
@@ -72,18 +81,12 @@ def void_turns(stop_reason_B, has_answer_B, call_status_BK, num_calls_B) -> np.n
     return (self_stop & no_answer) | invalid
 
 
-def apply_filters(
-    names: tuple[str, ...],
-    *,
-    group_size: int,
-    reward_B,
-    correct_B=None,
-    call_status_BK=None,
-    num_calls_B=None,
-    void_turn_B=None,
+def run_filters(
+    filters: Sequence[tuple[str, Filter]], reward_B, inputs: RewardInputs, group_size: int
 ) -> FilterResult:
-    """Runs the named filters (FILTER_NAMES in config/rl.py) and combines them (a row survives
-    only if every filter keeps it). Raises if a filter's input is missing."""
+    """Runs looked-up ``(name, entry)`` filters and combines them: a row survives only if every
+    filter keeps it (and its group). ``reward_B`` ``[B]`` with ``B = P * group_size``. An entry
+    whose input is missing from ``inputs`` raises with the field's name."""
     reward = np.asarray(reward_B, np.float32)
     B = reward.shape[0]
     if B % group_size:
@@ -92,37 +95,64 @@ def apply_filters(
     row_drop = np.zeros(B, bool)
     group_drop = np.zeros(P, bool)
     counts: dict[str, int] = {}
-
-    def need(value, what, name):
-        if value is None:
-            raise ValueError(f"filter {name!r} needs {what}")
-        return value
-
-    for name in names:
-        if name == "all_tools_failed":
-            drop = all_tools_failed(need(call_status_BK, "call_status_BK", name),
-                                    need(num_calls_B, "num_calls_B", name))
-            row_drop |= drop
-            counts[f"filter/{name}"] = int(drop.sum())
-        elif name == "void_turn":
-            drop = np.asarray(need(void_turn_B, "void_turn_B", name), bool)
-            row_drop |= drop
-            counts[f"filter/{name}"] = int(drop.sum())
-        elif name == "zero_variance":
-            g = uniform_groups(reward, group_size)
-            group_drop |= g
-            counts[f"filter/{name}"] = int(g.sum()) * group_size
-        elif name == "all_correct_or_wrong":
-            correct = np.asarray(need(correct_B, "correct_B", name), np.float32) > 0.5
-            g = uniform_groups(correct, group_size)
-            group_drop |= g
-            counts[f"filter/{name}"] = int(g.sum()) * group_size
+    for name, f in filters:
+        drop = np.asarray(f.fn(reward, inputs, group_size), bool)
+        if f.drops_groups:
+            group_drop |= drop
+            counts[f"filter/{name}"] = int(drop.sum()) * group_size
         else:
-            raise ValueError(f"unknown filter {name!r}")
+            row_drop |= drop
+            counts[f"filter/{name}"] = int(drop.sum())
     keep = ~row_drop & ~np.repeat(group_drop, group_size)
     counts["filter/rows_dropped"] = int(B - keep.sum())
     counts["filter/groups_dropped"] = int(group_drop.sum())
     return FilterResult(keep.astype(np.float32), ~group_drop, counts)
+
+
+def apply_filters(
+    names: Sequence[str],
+    *,
+    group_size: int,
+    reward_B,
+    correct_B=None,
+    call_status_BK=None,
+    num_calls_B=None,
+    void_turn_B=None,
+) -> FilterResult:
+    """Looks the named filters up in ``FILTERS`` and runs them (:func:`run_filters`) on these
+    facts (``[B]`` / ``[B, K]``). Raises on an unknown name or a missing input."""
+    chosen = [(name, FILTERS[name]) for name in names]
+    inputs = RewardInputs(correct_B=correct_B, call_status_BK=call_status_BK,
+                          num_calls_B=num_calls_B, void_turn_B=void_turn_B)
+    return run_filters(chosen, reward_B, inputs, group_size)
+
+
+# --- registered filter entries: fn(reward_B, inputs, group_size) -> drop [B] or [P] -------------
+
+
+@FILTERS.register("all_tools_failed", drops_groups=False)
+def _drop_all_tools_failed(reward_B, x: RewardInputs, group_size: int) -> np.ndarray:
+    """TAO-RL: rows with >= 1 call, all failed (:func:`all_tools_failed`); kept in the baseline."""
+    why = "filter 'all_tools_failed'"
+    return all_tools_failed(x.need("call_status_BK", why), x.need("num_calls_B", why))
+
+
+@FILTERS.register("void_turn", drops_groups=False)
+def _drop_void_turn(reward_B, x: RewardInputs, group_size: int) -> np.ndarray:
+    """SimpleTIR: rows with a void turn (``void_turn_B``, from :func:`void_turns`)."""
+    return np.asarray(x.need("void_turn_B", "filter 'void_turn'"), bool)
+
+
+@FILTERS.register("zero_variance", drops_groups=True)
+def _drop_zero_variance(reward_B, x: RewardInputs, group_size: int) -> np.ndarray:
+    """DAPO dynamic sampling / AutoTool refinement: groups whose rewards are all equal (A = 0)."""
+    return uniform_groups(reward_B, group_size)
+
+
+@FILTERS.register("all_correct_or_wrong", drops_groups=True)
+def _drop_all_correct_or_wrong(reward_B, x: RewardInputs, group_size: int) -> np.ndarray:
+    """TAO-RL: groups whose rollouts are all correct or all wrong (:meth:`RewardInputs.correct`)."""
+    return uniform_groups(x.correct("filter 'all_correct_or_wrong'") > 0.5, group_size)
 
 
 @dataclasses.dataclass(frozen=True)

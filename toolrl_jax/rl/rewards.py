@@ -1,16 +1,79 @@
-"""Host-side rewards (NumPy, float32 ``[B]`` or ``[B, K]``).
+"""Host-side rewards (NumPy, float32 ``[B]`` or ``[B, K]``) and the registered reward entries.
 
-Inputs are per-trajectory facts the host already holds: correctness or F1 from a verifier,
-format validity, generated lengths (tokens), the AutoTool mode, and per-call ΔH from
-:func:`toolrl_jax.rl.tool_entropy.call_entropy_deltas` (computed from the *sampler's* entropy, a
-constant: rewards never carry gradient).
+Inputs are per-trajectory facts the host already holds (:class:`RewardInputs`): correctness or F1
+from a verifier, format validity, generated lengths (tokens), the AutoTool mode, and per-call ΔH
+from :func:`toolrl_jax.rl.tool_entropy.call_entropy_deltas` (computed from the *sampler's*
+entropy, a constant: rewards never carry gradient).
+
+``rl.reward`` names one entry of :data:`toolrl_jax.rl.registry.REWARDS` (registered at the end of
+this module): ``(cfg, inputs) -> (base_B, call_reward_BK | None)``. The recipe adds the format and
+overlong terms to ``base_B``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
+import jax
 import numpy as np
+
+from toolrl_jax.rl.registry import REWARDS
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RewardInputs:
+    """Host facts per trajectory (NumPy, ``[B]`` or ``[B, K]``). Every field is optional here;
+    a reward or filter that needs a missing one raises with its name (:meth:`need`).
+
+    ``score_B``: verifier score in [0, 1] (0/1, or F1); every built-in reward needs it.
+    ``correct_B``: defaults to ``score_B >= 1`` (full marks). ``format_ok_B``: 1 well-formed.
+    ``length_B``: generated tokens. ``short_mode_B``: AutoTool mode, 1 short / 0 long.
+    ``num_calls_B``: tool calls made. ``delta_entropy_BK`` / ``delta_valid_BK``: per-call ΔH and
+    whether it is defined (:func:`toolrl_jax.rl.tool_entropy.call_entropy_deltas`).
+    ``call_status_BK``: :class:`toolrl_jax.types.ToolStatus` per call slot, -1 on padding.
+    ``void_turn_B``: SimpleTIR's void turn (:func:`toolrl_jax.rl.filters.void_turns`).
+    """
+
+    score_B: np.ndarray | None = None
+    correct_B: np.ndarray | None = None
+    format_ok_B: np.ndarray | None = None
+    length_B: np.ndarray | None = None
+    short_mode_B: np.ndarray | None = None
+    num_calls_B: np.ndarray | None = None
+    delta_entropy_BK: np.ndarray | None = None
+    delta_valid_BK: np.ndarray | None = None
+    call_status_BK: np.ndarray | None = None
+    void_turn_B: np.ndarray | None = None
+
+    def correct(self, why: str = "correctness") -> np.ndarray:
+        """``[B]`` float32 0/1: ``correct_B``, else ``score_B >= 1`` (full marks); ``why`` names
+        the user in the error when both are missing."""
+        if self.correct_B is not None:
+            return np.asarray(self.correct_B, np.float32)
+        score = self.need("score_B", f"{why} (correct_B defaults to score_B >= 1)")
+        return (np.asarray(score, np.float32) >= 1.0 - 1e-6).astype(np.float32)
+
+    def need(self, name: str, why: str) -> np.ndarray:
+        """The field ``name`` as an array; raises naming it and ``why`` when it is missing."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"RewardInputs.{name} is required by {why}")
+        return np.asarray(value)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Rewards:
+    """``reward_B``: the trajectory reward ``[B]`` (group baseline, outcome advantage, logging).
+    ``call_reward_BK``: per-call rewards ``[B, K]`` (TEPO dense), else None. ``components``: the
+    parts of ``reward_B`` (``reward/base``, ``reward/format``, ``reward/overlong``), for logs.
+    """
+
+    reward_B: np.ndarray
+    call_reward_BK: np.ndarray | None
+    components: dict[str, np.ndarray]
 
 
 def _f32(x) -> np.ndarray:
@@ -88,3 +151,41 @@ def autotool_reward(correct_B, short_mode_B, values=(1.0, 0.5, -0.5, -1.0)) -> n
     correct = np.asarray(correct_B, np.float32) > 0.5
     short = np.asarray(short_mode_B, np.float32) > 0.5
     return np.where(correct, np.where(short, cs, cl), np.where(short, ws, wl)).astype(np.float32)
+
+
+# --- registered reward entries: (cfg, inputs) -> (base_B, call_reward_BK | None) -----------------
+
+
+@REWARDS.register("outcome")
+def _outcome(cfg, x: RewardInputs) -> tuple[np.ndarray, None]:
+    """``base = score`` (0/1 or F1)."""
+    return _f32(x.need("score_B", "reward 'outcome'")), None
+
+
+@REWARDS.register("tepo_sparse")
+def _tepo_sparse(cfg, x: RewardInputs) -> tuple[np.ndarray, None]:
+    """``base = F1 · m/n`` (:func:`tepo_sparse_reward`, ``rl.tepo_no_call_ratio`` when n = 0)."""
+    why = "reward 'tepo_sparse'"
+    base = tepo_sparse_reward(
+        x.need("score_B", why), x.need("delta_entropy_BK", why), x.need("delta_valid_BK", why),
+        x.need("num_calls_B", why), no_call_ratio=cfg.tepo_no_call_ratio)
+    return base, None
+
+
+@REWARDS.register("tepo_dense")
+def _tepo_dense(cfg, x: RewardInputs) -> tuple[np.ndarray, np.ndarray]:
+    """``base = F1`` (the answer segment's outcome) and per-call rewards ``[B, K]``
+    (:func:`tepo_dense_call_rewards`, ``rl.tepo_alpha``) for the tool-level advantages."""
+    why = "reward 'tepo_dense'"
+    score = _f32(x.need("score_B", why))
+    call_reward = tepo_dense_call_rewards(
+        score, x.need("delta_entropy_BK", why), x.need("delta_valid_BK", why),
+        x.need("num_calls_B", why), alpha=cfg.tepo_alpha)
+    return score, call_reward
+
+
+@REWARDS.register("autotool")
+def _autotool(cfg, x: RewardInputs) -> tuple[np.ndarray, None]:
+    """AutoTool's correctness × mode table (:func:`autotool_reward`, ``rl.autotool_rewards``)."""
+    why = "reward 'autotool'"
+    return autotool_reward(x.correct(why), x.need("short_mode_B", why), cfg.autotool_rewards), None

@@ -4,12 +4,18 @@ All entropies are ``stop_gradient``-ed on entry: shaping only re-weights advanta
 never open a gradient path into the policy's entropy. Inputs are ``[B, T]``; ``valid_BT`` (the
 loss mask, > 0 on trained tokens) defines the token population for batch statistics. Call these on
 the *whole* batch before splitting into micro-batches so the statistics do not depend on the split.
+
+``rl.shaping`` names one entry of :data:`toolrl_jax.rl.registry.SHAPERS` (registered at the end of
+this module): ``(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg) -> adv_BT``; an entry that
+needs a missing (None) input raises.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from toolrl_jax.rl.registry import SHAPERS
 
 Array = jax.Array
 
@@ -79,3 +85,34 @@ def top_entropy_mask(entropy_BT: Array, loss_mask_BT: Array, ratio: float) -> Ar
     k = jnp.clip(jnp.ceil(ratio * n).astype(jnp.int32), 1, flat.shape[0])
     thr = desc[k - 1]
     return jnp.where(valid & (h >= thr), mask, jnp.zeros_like(mask))
+
+
+# --- registered shapers: (adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg) -> adv_BT -------
+
+
+def _need(value, what: str, name: str):
+    if value is None:
+        raise ValueError(f"shaping {name!r} needs {what}")
+    return value
+
+
+@SHAPERS.register("none")
+def _no_shaping(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg) -> Array:
+    """The advantages unchanged."""
+    return adv_BT
+
+
+@SHAPERS.register("tao_post_tool")
+def _tao_post_tool(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg) -> Array:
+    """:func:`tao_post_tool_shaping` with ``a = rl.tao_coef``."""
+    entropy_BT = _need(entropy_BT, "entropy_BT", "tao_post_tool")
+    post_tool_mask_BT = _need(post_tool_mask_BT, "post_tool_mask_BT", "tao_post_tool")
+    return tao_post_tool_shaping(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg.tao_coef)
+
+
+@SHAPERS.register("entropy_bonus")
+def _entropy_bonus(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg) -> Array:
+    """:func:`entropy_advantage_bonus` with ``rl.entropy_adv_alpha`` / ``rl.entropy_adv_kappa``."""
+    entropy_BT = _need(entropy_BT, "entropy_BT", "entropy_bonus")
+    return entropy_advantage_bonus(adv_BT, entropy_BT, mask_BT, cfg.entropy_adv_alpha,
+                                   cfg.entropy_adv_kappa)

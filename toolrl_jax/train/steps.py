@@ -95,8 +95,10 @@ def build_step(policy: Policy, tx: optax.GradientTransformation, loss_fn: LossFn
                 loss_sum, denom, metrics = loss_fn(policy.model(p), mb, beta_long)
                 return loss_sum, (denom, metrics)
 
-            (_, (denom, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-            return grads, denom, metrics
+            (loss_sum, (denom, metrics)), grads = jax.value_and_grad(objective,
+                                                                      has_aux=True)(params)
+            # The objective itself, as a (sum, denominator) pair like every other metric.
+            return grads, denom, {**metrics, "train/loss": (loss_sum, denom)}
 
         if micro_batches == 1:
             grads, denom, metrics = grads_of(batch)

@@ -1,25 +1,72 @@
-"""Eval answer verifiers: math-verify forms on real GSM8K golds, SQuAD EM/F1, function calls, fallbacks."""
+"""The one verifier: extraction, math-verify forms on real GSM8K golds, the plain-number fast path,
+SQuAD EM/F1, function calls, fallbacks, and ``grade`` on the shared agreement set."""
 
 import json
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import math_verify
 import pytest
 from math_verify.errors import TimeoutException
 
-import toolrl_jax.data.verifiers as data_verifiers
-from toolrl_jax.eval import verifiers as ev
-from toolrl_jax.eval.verifiers import Verdict, token_f1, verify, verify_function_call, verify_math, verify_qa
+from toolrl_jax import verifiers as v
+from toolrl_jax.verifiers import (
+    Verdict,
+    extract_answer,
+    extract_boxed,
+    extract_tagged,
+    grade,
+    numbers_equal,
+    token_f1,
+    verify,
+    verify_function_call,
+    verify_math,
+    verify_qa,
+)
 
-DATA = Path(__file__).parent / "data"
-GSM8K_ROWS = [json.loads(line) for line in (DATA / "gsm8k_gold.jsonl").read_text().splitlines()]
+TESTS = Path(__file__).parent
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+GSM8K_ROWS = _jsonl(TESTS / "eval" / "data" / "gsm8k_gold.jsonl")
+AGREEMENT_ROWS = _jsonl(TESTS / "data" / "verifier_agreement.jsonl")  # shared with the scoring tests
+FAST_MATH = v._fast_math  # the real one: some tests switch it off
+EQUIVALENT_VERDICT = Verdict(True, 1.0, "math-verify: equivalent", "math-verify")
+NOT_EQUIVALENT_VERDICT = Verdict(False, 0.0, "math-verify: not equivalent", "math-verify")
+
+
+@pytest.fixture
+def no_fast_path(monkeypatch):
+    """Sends plain numbers through math-verify too (to pin its decisions and the fallbacks)."""
+    monkeypatch.setattr(v, "_fast_math", lambda predicted, gold: None)
 
 
 def _final(solution: str) -> int:
     """The integer after ``####`` (all of the first 40 test golds are integers)."""
     return int(solution.split("####")[-1].strip().replace(",", ""))
+
+
+# ----------------------------------------------------------------------------------------- extraction
+
+
+def test_extract_answer_styles():
+    text = "<answer>first</answer> wait, <answer> 42 </answer> and \\boxed{\\frac{1}{2}}"
+    assert extract_answer(text) == "42"  # the last complete tag, stripped
+    assert extract_answer(text, "boxed") == "\\frac{1}{2}"
+    assert extract_answer("so \\boxed{7}", "tag_or_boxed") == "7"
+    assert extract_answer("<answer>\\boxed{8}</answer>", "tag_or_boxed") == "8"
+    assert extract_answer("<answer>x</answer> then \\boxed{9}", "tag_or_boxed") == "x"  # a tag wins
+    assert extract_answer("<answer>cut off at the bud") is None
+    assert extract_answer("<final> 3 </final>", tag="final") == "3"
+    assert extract_tagged("no answer") is None
+    assert extract_boxed("\\boxed{1} then \\boxed{unbalanced") == "1"
+    assert extract_boxed("\\boxed{\\frac{1}{\\sqrt{2}}}") == "\\frac{1}{\\sqrt{2}}"
 
 
 # ---------------------------------------------------------------------------------------- GSM8K golds
@@ -29,19 +76,21 @@ def test_gsm8k_gold_file_is_the_real_test_split_head():
     assert len(GSM8K_ROWS) == 40 and [r["index"] for r in GSM8K_ROWS] == list(range(40))
     assert GSM8K_ROWS[0]["answer"].endswith("#### 18")  # Janet's ducks
     assert [_final(r["answer"]) for r in GSM8K_ROWS[:5]] == [18, 3, 70000, 540, 20]
-    assert (DATA / "LICENSE").read_text().startswith("MIT License")
+    assert (TESTS / "eval" / "data" / "LICENSE").read_text().startswith("MIT License")
 
 
 @pytest.mark.parametrize("row", GSM8K_ROWS, ids=lambda r: f"gsm8k{r['index']}")
 def test_gsm8k_final_answer_forms(row):
     n = _final(row["answer"])
     gold = row["answer"].split("####")[-1].strip()
-    forms = [str(n), rf"\boxed{{{n}}}", f"${n}", f"{n}.00", f"The answer is {n}."]
+    plain = [str(n), f"${n}", f"{n}.00"] + ([f"{n:,}"] if abs(n) >= 1000 else [])
+    latex = [rf"\boxed{{{n}}}", f"The answer is {n}."]
     if abs(n) >= 1000:
-        forms += [f"{n:,}", rf"\boxed{{{n:,}}}".replace(",", "{,}")]
-    for form in forms:
-        verdict = verify_math(form, gold)
-        assert verdict == Verdict(True, 1.0, "math-verify: equivalent", "math-verify"), form
+        latex.append(rf"\boxed{{{n:,}}}".replace(",", "{,}"))
+    for form in plain:
+        assert verify_math(form, gold) == Verdict(True, 1.0, "plain numbers equal", "numeric"), form
+    for form in latex:
+        assert verify_math(form, gold) == EQUIVALENT_VERDICT, form
     for wrong in (str(n + 1), rf"\boxed{{{n + 1}}}", f"{n + 1:,}"):
         verdict = verify_math(wrong, gold)
         assert not verdict.correct and verdict.score == 0.0, wrong
@@ -95,13 +144,19 @@ NOT_EQUIVALENT = [
 
 
 @pytest.mark.parametrize(("predicted", "gold"), EQUIVALENT)
-def test_equivalent_math_forms(predicted, gold):
-    assert verify_math(predicted, gold) == Verdict(True, 1.0, "math-verify: equivalent", "math-verify")
+def test_equivalent_math_forms(predicted, gold, monkeypatch):
+    verdict = verify_math(predicted, gold)
+    assert (verdict.correct, verdict.score) == (True, 1.0)
+    monkeypatch.setattr(v, "_fast_math", lambda p, g: None)
+    assert verify_math(predicted, gold) == EQUIVALENT_VERDICT  # math-verify's own decision
 
 
 @pytest.mark.parametrize(("predicted", "gold"), NOT_EQUIVALENT)
-def test_non_equivalent_math_forms(predicted, gold):
-    assert verify_math(predicted, gold) == Verdict(False, 0.0, "math-verify: not equivalent", "math-verify")
+def test_non_equivalent_math_forms(predicted, gold, monkeypatch):
+    verdict = verify_math(predicted, gold)
+    assert (verdict.correct, verdict.score) == (False, 0.0)
+    monkeypatch.setattr(v, "_fast_math", lambda p, g: None)
+    assert verify_math(predicted, gold) == NOT_EQUIVALENT_VERDICT
 
 
 def test_bare_equations_reduce_to_their_value():
@@ -116,6 +171,106 @@ def test_gold_goes_first_to_math_verify():
     assert not verify_math("$1<x<2$", "$(1,2)$").correct
 
 
+# ------------------------------------------------------------------------------- plain-number fast path
+
+# Hand-picked plain pairs around every rule: integers exact, decimals at 6 places (half-even),
+# integer vs decimal exact, separators, currency, signs, scientific notation.
+PLAIN_EDGE_PAIRS = [
+    ("10000001", "10000000"), ("123456789", "123456788"), ("99999999999", "100000000000"),
+    ("123456789012345678901", "123456789012345678901"), ("007", "7"), ("-0", "0"), ("0.", "0"),
+    ("18.", "18.0"), ("3.0", "3"), ("5", "5.000000"), ("3.0000001", "3"), ("3.0000001", "3.0"),
+    ("7", "7.0000000001"), ("1000000.5", "1000000"), ("1234567.8", "1234567.9"),
+    ("0.1234567", "0.1234568"), ("0.0000001", "0.0000002"), ("0.0000001", "0"), ("0.0000001", "0.0"),
+    ("0.0000005", "0.000001"), ("0.0000015", "0.000002"), ("0.0000025", "0.000002"),
+    ("-0.0000005", "0.0"), ("99.9999995", "100"), ("99.9999995", "100.0"), ("99.9999995", "99.999999"),
+    ("2.5", "2.50000004"), ("3.14159265", "3.14159266"), ("0.333333", "0.3333333"), ("12", "12.5"),
+    ("-0.5", "0.5"), (".5", "0.5"), ("$.5", "0.5"), ("$18", "18"), ("$1,234.50", "1234.5"),
+    ("1,234.5678", "1234.5678"), ("12,345,678", "12345678"), ("1,234", "1235"), ("1e3", "1000"),
+    ("1E3", "1000"), ("1.0e3", "1000.0"), ("2.5e-3", "0.0025"), ("1e-7", "0"), ("1e-7", "0.0"),
+    ("1e-10", "2e-10"), ("1.50e1", "15"), ("100", "1e2"), ("0.0001", "0.0002"),
+]
+
+
+def _random_plain_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Gold numbers as models and datasets write them, each against a near or equal prediction."""
+    rng = random.Random(seed)
+
+    def number() -> str:
+        kind = rng.randrange(5)
+        if kind == 0:
+            return str(rng.randint(-10 ** rng.randint(1, 9), 10 ** rng.randint(1, 9)))
+        if kind == 1:
+            return f"{rng.uniform(-1000, 1000):.{rng.randint(1, 8)}f}"
+        if kind == 2:
+            return f"{rng.randint(0, 10**8):,}"
+        if kind == 3:
+            return f"{rng.uniform(0, 1):.{rng.randint(5, 9)}f}"
+        return str(rng.randint(0, 100)) + rng.choice(
+            [".", ".0", ".00", ".5", ".0000001", ".000001", ".0000005", ".0000004", ".9999999"])
+
+    pairs = []
+    for _ in range(n):
+        gold = number()
+        value = v._plain_number(gold)[0]
+        step = rng.choice(["1", "0.1", "0.000001", "0.0000001", "0.0000005", "1e-9"])
+        prediction = rng.choice([
+            gold, str(value), str(value + rng.choice([1, -1]) * Decimal(step)),
+            f"{value:.{rng.randint(0, 8)}f}", f"{value:,}", number(),
+            str(value) + ("0" if "." in str(value) else ".0"), ("$" + str(value)) if value >= 0 else gold,
+        ])
+        pairs.append((prediction, gold))
+    return pairs
+
+
+def test_fast_path_agrees_with_math_verify_on_plain_numbers(no_fast_path):
+    assert all(FAST_MATH(p, g) is not None for p, g in PLAIN_EDGE_PAIRS)
+    generated = _random_plain_pairs(300)
+    pairs = PLAIN_EDGE_PAIRS + [(p, g) for p, g in generated if FAST_MATH(p, g) is not None]
+    assert len(pairs) > len(PLAIN_EDGE_PAIRS) + 0.95 * len(generated)  # > 15 digits: math-verify's
+    disagreements, outcomes = [], []
+    for predicted, gold in pairs:
+        fast = FAST_MATH(predicted, gold)
+        assert fast.method == "numeric"
+        slow = verify_math(predicted, gold)  # the fixture sends it through math-verify
+        assert slow.method == "math-verify", (predicted, gold, slow)
+        outcomes.append(slow.correct)
+        if fast.correct != slow.correct:
+            disagreements.append((predicted, gold, fast.correct, slow.correct))
+    assert disagreements == []
+    assert 0.25 < sum(outcomes) / len(outcomes) < 0.9  # both answers well represented
+
+
+def test_fast_path_never_runs_math_verify(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("math-verify called")
+
+    monkeypatch.setattr(math_verify, "parse", boom)
+    monkeypatch.setattr(math_verify, "verify", boom)
+    assert verify_math("37,582", "37582") == Verdict(True, 1.0, "plain numbers equal", "numeric")
+    assert verify_math("$18.00", "18") == Verdict(True, 1.0, "plain numbers equal", "numeric")
+    assert verify_math("10000001", "10000000") == Verdict(False, 0.0, "plain numbers differ", "numeric")
+    assert grade("<think>16-3-4=9, 9*2</think><answer>18</answer>", {"task": "gsm8k", "answer": "18"}).correct
+
+
+def test_fast_path_is_math_verifys_rule_not_a_relative_tolerance():
+    """Decision: 1e-6 relative tolerance would accept 10000001 for 10000000; math-verify does not."""
+    assert numbers_equal(10000001, 10000000) and not verify_math("10000001", "10000000").correct
+    assert numbers_equal(1000000.5, 1000000) and not verify_math("1000000.5", "1000000").correct
+    assert not numbers_equal(1e-7, 2e-7) and verify_math("0.0000001", "0.0000002").correct
+
+
+@pytest.mark.parametrize("text", ["50%", "1,2", "1234,567", "$-5", "1/2", r"\$18", "18 dollars", "x=3",
+                                  "1 000", "0.12345678901234567", "1e999999", "", "-"])
+def test_not_plain_numbers_go_to_math_verify(text):
+    assert v._plain_number(text) is None
+    assert v._fast_math(text, "18") is None and v._fast_math("18", text) is None
+
+
+def test_huge_exponent_is_not_expanded():
+    assert v._prepare_math("1e999999999") == "1e999999999"  # 1e9 digits would exhaust memory
+    assert v._prepare_math("2.5e-3") == "0.0025"
+
+
 # ------------------------------------------------------------------------------------------ fallbacks
 
 
@@ -126,7 +281,7 @@ def test_unparseable_prediction_falls_back_and_says_so():
     assert verify_math("", "18").reason.startswith("fallback: math-verify could not parse prediction")
 
 
-def test_parse_raising_falls_back_to_numeric(monkeypatch):
+def test_parse_raising_falls_back_to_numeric(monkeypatch, no_fast_path):
     def boom(*args, **kwargs):
         raise RuntimeError("parser exploded")
 
@@ -139,7 +294,7 @@ def test_parse_raising_falls_back_to_numeric(monkeypatch):
     assert verify_math("eighteen", "18").reason.endswith("prediction is not a number")
 
 
-def test_parse_timeout_and_empty_parse_fall_back(monkeypatch):
+def test_parse_timeout_and_empty_parse_fall_back(monkeypatch, no_fast_path):
     def slow(*args, **kwargs):
         raise TimeoutException("Operation timed out!")
 
@@ -161,12 +316,15 @@ def test_compare_raising_falls_back(monkeypatch):
     assert verdict.correct is False  # "\boxed{12}" is not a plain number for the fallback
     assert verdict.reason == ("fallback: math-verify raised ValueError comparing; "
                               "prediction is not a number")
-    assert verify_math("12", "12").method == "numeric-fallback"
+    assert verify_math("12", "12").method == "numeric"  # plain numbers never reach math-verify
+    assert verify_math(r"\$12", "12") == Verdict(
+        True, 1.0, "fallback: math-verify raised ValueError comparing; numbers equal", "numeric-fallback")
 
 
 def test_overlong_input_skips_math_verify():
-    verdict = verify_math("1" * (ev.MAX_MATH_CHARS + 1), "18")
+    verdict = verify_math("1+" * (v.MAX_MATH_CHARS // 2) + "1", "18")
     assert verdict.method == "numeric-fallback" and "longer than" in verdict.reason and not verdict.correct
+    assert verify_math("1" * (v.MAX_MATH_CHARS + 1), "18").method == "numeric"  # a plain number is cheap
 
 
 # ------------------------------------------------------------------------------------------- threads
@@ -179,7 +337,8 @@ def test_math_verify_raises_in_threads_without_our_guard():
 
 
 def test_verify_math_from_worker_threads():
-    pairs = [(r"\boxed{\frac{1}{2}}", "0.5", True), (r"2\sqrt{2}", r"\sqrt{8}", True), ("12", "12.5", False)]
+    pairs = [(r"\boxed{\frac{1}{2}}", "0.5", True), (r"2\sqrt{2}", r"\sqrt{8}", True),
+             (r"\frac{1}{3}", "0.5", False)]
     with ThreadPoolExecutor(2) as pool:
         verdicts = list(pool.map(lambda p: verify_math(p[0], p[1]), pairs))
     assert [v.correct for v in verdicts] == [True, True, False]
@@ -195,17 +354,13 @@ def test_timeout_only_in_main_thread(monkeypatch):
         return real(text, **kwargs)
 
     monkeypatch.setattr(math_verify, "parse", spy)
-    verify_math("1", "1")
+    verify_math("1/2", "0.5")
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(verify_math, "1", "1").result()
-    assert seen == [(True, ev.MATH_TIMEOUT_S)] * 2 + [(False, None)] * 2
+        pool.submit(verify_math, "1/2", "0.5").result()
+    assert seen == [(True, v.MATH_TIMEOUT_S)] * 2 + [(False, None)] * 2
 
 
 # ------------------------------------------------------------------------------------------------ QA
-
-
-def test_qa_reuses_the_training_normalisation():
-    assert ev.normalize_answer is data_verifiers.normalize_answer
 
 
 def test_token_f1_golden_values():
@@ -278,12 +433,40 @@ def test_function_call_other_failures():
 def test_dispatch_by_task():
     assert verify(None, {"task": "gsm8k", "answer": "18"}) == Verdict(False, 0.0, "no answer", "none")
     assert verify(r"\boxed{18}", {"task": "gsm8k", "answer": "18"}).method == "math-verify"
+    assert verify("18.0", {"task": "gsm8k", "answer": "18"}).method == "numeric"
     assert verify("1/2", {"task": "arithmetic", "answer": "0.5"}).correct
     assert verify("paris.", {"task": "lookup", "answer": "Paris"}).method == "qa"
     assert verify("Paris", {"task": "lookup", "answer": "1999"}).method == "qa"  # task wins over gold shape
     assert verify(json.dumps(GOLD_CALL), {"task": "function_call", "answer": GOLD_CALL}).correct
     # unknown task: numeric gold -> math, otherwise QA
-    assert verify("1,000", {"task": "jsonl", "answer": "1000"}).method == "math-verify"
+    assert verify("1,000", {"task": "jsonl", "answer": "1000"}).method == "numeric"
+    assert verify(r"1{,}000", {"task": "jsonl", "answer": "1000"}).method == "math-verify"
     assert verify("The Eiffel tower", {"task": "jsonl", "answer": "eiffel tower"}) == Verdict(
         True, 1.0, "exact match with 'eiffel tower'", "qa")
     assert verify("0.5", {"task": "math", "answer": ["1/3", r"\frac{1}{2}"]}).correct
+
+
+# --------------------------------------------------------------------------------------------- grade
+
+
+def test_grade_without_an_answer():
+    record = {"task": "gsm8k", "answer": "18"}
+    assert grade("The answer is 18.", record) == Verdict(False, 0.0, "no answer", "none")
+    assert grade("\\boxed{18}", record) == Verdict(False, 0.0, "no answer", "none")  # style "tag"
+    assert grade("\\boxed{18}", record, "boxed") == Verdict(True, 1.0, "plain numbers equal", "numeric")
+
+
+def test_agreement_set_covers_every_kind_of_answer():
+    assert 40 <= len(AGREEMENT_ROWS) <= 60 and len({r["id"] for r in AGREEMENT_ROWS}) == len(AGREEMENT_ROWS)
+    tasks = {r["task"] for r in AGREEMENT_ROWS}
+    assert {"arithmetic", "gsm8k", "math", "lookup", "qa", "function_call", "jsonl"} <= tasks
+    assert {r["style"] for r in AGREEMENT_ROWS} == {"tag", "boxed", "tag_or_boxed"}
+    assert any(0 < r["expected_score"] < 1 for r in AGREEMENT_ROWS)  # QA partial credit
+    assert 0.35 < sum(r["expected_correct"] for r in AGREEMENT_ROWS) / len(AGREEMENT_ROWS) < 0.65
+
+
+@pytest.mark.parametrize("row", AGREEMENT_ROWS, ids=lambda r: r["id"])
+def test_grade_on_the_agreement_set(row):
+    verdict = grade(row["completion"], row, row["style"])
+    assert verdict.correct is row["expected_correct"], verdict
+    assert verdict.score == pytest.approx(row["expected_score"], abs=1e-9), verdict
