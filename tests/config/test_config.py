@@ -102,3 +102,32 @@ def test_plan_mode_real_size_on_cpu():
 def test_group_size_one_is_refused_at_load():
     with pytest.raises(ConfigError, match=r"rollout.group_size=1 must be >= 2.*every advantage is 0"):
         config_lib.load(os.path.join(ROOT, "configs", "demo.py"), {"rollout.group_size": "1"})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("reward", "bogus"), ("advantage", "bogus"), ("shaping", "bogus"), ("loss_agg", "bogus"),
+    ("kl_estimator", "bogus"), ("autotool_entropy_gate", "bogus"),
+    ("filters", ("zero_variance", "bogus")),
+])
+def test_unknown_rl_component_names_fail_at_load_with_the_choices(key, value):
+    from toolrl_jax.config.rl import choices
+
+    with pytest.raises(ConfigError) as e:
+        config_lib.load(os.path.join(ROOT, "configs", "tiny.py"), {f"rl.{key}": value})
+    msg = str(e.value)
+    assert f"config.rl.{key}" in msg and "'bogus'" in msg, msg
+    assert f"choose one of {choices(key)}" in msg and "\n" not in msg
+
+
+def test_rl_component_names_come_from_the_registry():
+    from toolrl_jax.config.rl import COMPONENT_TABLES, choices
+    from toolrl_jax.rl import registry
+
+    assert {id(t) for t in COMPONENT_TABLES.values()} == {id(t) for t in registry.TABLES}
+    for key in COMPONENT_TABLES:
+        for name in choices(key):
+            if name in ("tepo_dense", "tepo_tool"):  # only valid together (tested in tests/rl)
+                continue
+            value = (name,) if key == "filters" else name
+            cfg = config_lib.load(os.path.join(ROOT, "configs", "tiny.py"), {f"rl.{key}": value})
+            assert getattr(cfg.rl, key) == value

@@ -237,6 +237,8 @@ def _string_comparisons(path):
     tree = ast.parse(open(path).read())
     is_str = lambda n: isinstance(n, ast.Constant) and isinstance(n.value, str)
     for node in ast.walk(tree):
+        if isinstance(node, ast.MatchValue) and is_str(node.value):  # match name: case "x"
+            yield f"{os.path.relpath(path, ROOT)}:{node.lineno}"
         if isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
             elts = [e for o in operands if isinstance(o, (ast.Tuple, ast.List, ast.Set))

@@ -17,24 +17,18 @@ Tables and their entries (``B`` rows, ``T`` tokens, ``K`` call slots, ``P = B / 
 ``cfg`` is the resolved ``RLConfig``, whose knobs the entry reads; masks are > 0 on trained
 tokens, the value being the token's weight):
 
-=================  ======================  =====================================================
-table              home module             entry
-=================  ======================  =====================================================
-``REWARDS``        ``rl/rewards.py``       ``(cfg, inputs: RewardInputs) -> (base_B,
-                                           call_reward_BK | None)``; host NumPy float32
-``FILTERS``        ``rl/filters.py``       :class:`Filter`: ``fn(reward_B, inputs, group_size)
-                                           -> drop`` (``[B]`` bool, or ``[P]`` bool when
-                                           ``drops_groups``); host NumPy
-``ADVANTAGES``     ``rl/advantages.py``    ``(cfg, reward_B, mask_BT, *, group_size,
-                                           call_reward_BK, num_calls_B, segment_ids_BT) ->
-                                           adv_BT`` (0 off the mask); jnp, jit-able
-``SHAPERS``        ``rl/shaping.py``       ``(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT,
-                                           cfg) -> adv_BT``; jnp, entropies stop-gradient
-``LOSS_AGGS``      ``rl/losses.py``        ``(loss_BT, mask_BT, constant) -> (sum, denom)``
-``KL_ESTIMATORS``  ``rl/losses.py``        ``d_BT -> kl_BT`` with ``d = log π_ref − log π``
-``AUTOTOOL_GATES`` ``rl/losses.py``        ``(entropy_BT, h_B) -> gate entropy`` broadcastable
-                                           to ``[B, T]``, stop-gradient (``h_B``: row means)
-=================  ======================  =====================================================
+* ``REWARDS`` (``rl/rewards.py``): ``(cfg, inputs: RewardInputs) -> (base_B, call_reward_BK |
+  None)``, host NumPy float32.
+* ``FILTERS`` (``rl/filters.py``): a :class:`Filter`, ``fn(reward_B, inputs, group_size) -> drop``,
+  ``[B]`` bool, or ``[P]`` bool when ``drops_groups``; host NumPy.
+* ``ADVANTAGES`` (``rl/advantages.py``): ``(cfg, reward_B, mask_BT, *, group_size, call_reward_BK,
+  num_calls_B, segment_ids_BT) -> adv_BT``, 0 off the mask; jnp, jit-able.
+* ``SHAPERS`` (``rl/shaping.py``): ``(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg) ->
+  adv_BT``; jnp, entropies stop-gradient.
+* ``LOSS_AGGS`` (``rl/losses.py``): ``(loss_BT, mask_BT, constant) -> (sum, denominator)``.
+* ``KL_ESTIMATORS`` (``rl/losses.py``): ``d_BT -> kl_BT`` with ``d = log π_ref − log π``.
+* ``AUTOTOOL_GATES`` (``rl/losses.py``): ``(entropy_BT, h_B) -> gate entropy`` broadcastable to
+  ``[B, T]``, stop-gradient (``h_B``: the rows' mean entropies).
 
 Optional inputs an entry needs (``None`` when absent) make it raise with their name.
 
