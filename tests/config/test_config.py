@@ -50,6 +50,8 @@ def test_override_types_and_coercion():
         ({"model.dtype": "float8"}, "config.model.dtype='float8' is not allowed; choose one of"),
         ({"model.num_layers": "two"}, "config.model.num_layers='two' must be of type int"),
         ({"rollout.temperature": 0.0}, "config.rollout.temperature=0.0 must be > 0"),
+        ({"train.loggers": ("nope",)},
+         "config.train.loggers: unknown logger 'nope'; choose from ['jsonl', 'tensorboard', 'wandb']"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -101,7 +103,7 @@ def test_plan_mode_real_size_on_cpu():
 
 def test_group_size_one_is_refused_at_load():
     with pytest.raises(ConfigError, match=r"rollout.group_size=1 must be >= 2.*every advantage is 0"):
-        config_lib.load(os.path.join(ROOT, "configs", "demo.py"), {"rollout.group_size": "1"})
+        config_lib.load(os.path.join(ROOT, "configs", "demo.py"), {"rollout.group_size": 1})
 
 
 @pytest.mark.parametrize("key, value", [

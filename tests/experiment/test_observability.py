@@ -158,9 +158,9 @@ def test_logger_choices_and_missing_wandb(tmp_path, monkeypatch):
 
 def _wandb_records(path):
     """Records of a ``.wandb`` file: a 7-byte header (":W&B", magic, version), then LevelDB-log
-    framing (32 KiB blocks; records of crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle,
-    4 last) around serialized ``wandb.proto`` ``Record`` messages. wandb >= 0.20 ships no Python
-    reader (its datastore moved to the Go core), so the test decodes the framing itself."""
+    framing (32 KiB blocks; record headers of checksum u32, length u16, type u8: 1 full, 2 first,
+    3 middle, 4 last) around serialized ``wandb.proto`` ``Record`` messages. wandb 0.31 has no
+    Python reader for it (the datastore lives in the Go core), so the test undoes the framing."""
     from wandb.proto import wandb_internal_pb2
 
     data = open(path, "rb").read()

@@ -43,6 +43,7 @@ def choices(key: str) -> list[str]:
     """The names ``rl.<key>`` accepts (a component key of :data:`COMPONENT_TABLES`), sorted."""
     return COMPONENT_TABLES[key].names()
 
+
 # Each recipe's choice for every ``None``-default field below. Values from DESIGN.md §4 and the
 # papers: DAPO clip-higher 0.2/0.28 + token-mean + overlong buffer (4096 of 20480 = 0.2);
 # Dr.GRPO sums tokens over a constant; TAO-RL clip-higher + dual-clip c = 3.
@@ -111,7 +112,7 @@ class RLConfig:
     # --- loss extras ------------------------------------------------------------------------------
     kl_coef: float = 0.0  # 0: no reference model needed (DAPO, Dr.GRPO drop the KL term)
     kl_estimator: str = "k3"  # k3 = exp(d) - 1 - d: unbiased, low variance, >= 0
-    kl_clamp: float = 10.0  # per-token |KL| clamp (as verl's low_var_kl) against exploding ratios
+    kl_clamp: float = 10.0  # per-token estimate clipped to [-clamp, clamp]; see losses.kl_penalty
     entropy_coef: float = 0.0  # plain entropy bonus -c * H_t (carries gradient)
     # Dr.GRPO's constant normaliser (tokens per row); 0 = the rollout's max_new_tokens.
     loss_constant: int = 0
@@ -170,7 +171,8 @@ class RLConfig:
 
     def validate(self, path: str) -> None:
         require(self.recipe in RECIPE_PRESETS,
-                f"{path}.recipe={self.recipe!r}; choose one of {sorted(RECIPE_PRESETS)}")
+                f"{path}.recipe={self.recipe!r} is not a recipe preset; choose one of "
+                f"{sorted(RECIPE_PRESETS)}")
         r = self.resolved()
         for key, table in COMPONENT_TABLES.items():
             value = getattr(r, key)

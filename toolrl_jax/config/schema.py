@@ -183,6 +183,9 @@ class TrainConfig:
         choices = ["jsonl", "tensorboard", "wandb"]
         for name in self.loggers:
             require(name in choices, f"{path}.loggers: unknown logger '{name}'; choose from {choices}")
+        # metrics.jsonl is the run's own record: resume, report.md and compare.md read it.
+        require("jsonl" in self.loggers, f"{path}.loggers={self.loggers} must include 'jsonl' "
+                "(resume and the reports read metrics.jsonl); add tensorboard / wandb beside it")
         require(self.micro_batch_size >= 0, f"{path}.micro_batch_size must be >= 0")
         require(self.logit_chunk > 0, f"{path}.logit_chunk must be > 0")
         require(self.ppo_epochs > 0 and self.mini_batches > 0, f"{path}.ppo_epochs/mini_batches > 0")

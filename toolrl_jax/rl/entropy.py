@@ -90,6 +90,11 @@ def _pick_vocab_chunk(V: int, requested: int) -> int:
     return requested
 
 
+def _lift(x_V: Array, ndim: int) -> Array:
+    """``[V] -> [1, …, 1, V]`` with ``ndim`` dims, to broadcast against ``[..., V]`` logits."""
+    return x_V.reshape((1,) * (ndim - 1) + x_V.shape)
+
+
 def _vocab_slices(w_DV: Array, live_V: Array, i: Array, vc: int) -> tuple[Array, Array]:
     return (jax.lax.dynamic_slice_in_dim(w_DV, i * vc, vc, axis=1),
             jax.lax.dynamic_slice_in_dim(live_V, i * vc, vc))
@@ -108,7 +113,7 @@ def _online_forward(h_BcD, w_DV, tgt_Bc, live_V, vc: int, temperature: float):
         m, s0, s1, zt = carry
         w, live = _vocab_slices(w_DV, live_V, i, vc)
         z = _head_logits(h_BcD, w, temperature)
-        finite = jnp.isfinite(z) & live
+        finite = jnp.isfinite(z) & _lift(live, z.ndim)
         m_new = jnp.maximum(m, jnp.max(jnp.where(finite, z, -jnp.inf), axis=-1))
         m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # nothing live yet: nothing summed
         shifted = jnp.where(finite, z - m_safe[..., None], -jnp.inf)
@@ -144,10 +149,10 @@ def _chunk_backward(h_BcD, w_DV, tgt_Bc, live_V, lse_Bc, ent_Bc, g_lp, g_ent, dw
         dh, dw = carry
         w, live = _vocab_slices(w_DV, live_V, i, vc)
         z = _head_logits(h_BcD, w, temperature)
-        finite = jnp.isfinite(z) & live
+        finite = jnp.isfinite(z) & _lift(live, z.ndim)
         logp_all = jnp.where(finite, z - lse_Bc[..., None], 0.0)
         p = jnp.where(finite, jnp.exp(logp_all), 0.0)
-        onehot = (jnp.arange(vc) == (tgt_Bc - i * vc)[..., None]) & finite
+        onehot = (_lift(jnp.arange(vc), z.ndim) == (tgt_Bc - i * vc)[..., None]) & finite
         dz = (g_lp[..., None] * (onehot - p)
               - g_ent[..., None] * p * (logp_all + ent_Bc[..., None])) / temperature
         dh = dh + jax.lax.dot_general(dz, w, (((dz.ndim - 1,), (1,)), ((), ())),

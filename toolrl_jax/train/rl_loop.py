@@ -20,7 +20,8 @@ import numpy as np
 
 from toolrl_jax.config import Config
 from toolrl_jax.rl.filters import group_rows, refill
-from toolrl_jax.rl.recipes import Recipe, RewardInputs, Rewards
+from toolrl_jax.rl.recipes import Recipe
+from toolrl_jax.rl.rewards import RewardInputs, Rewards
 from toolrl_jax.rollout.engine import RolloutEngine
 from toolrl_jax.scoring.arrays import take_rows
 from toolrl_jax.scoring.scored import Scored, concat_scored, rollout_metrics, score_batch
