@@ -6,7 +6,6 @@ import pathlib
 import re
 
 import pytest
-
 from test_layers import LAYERS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
