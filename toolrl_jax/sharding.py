@@ -156,6 +156,21 @@ def check_batch_divisible(batch: int, mesh: Mesh, what: str) -> None:
         )
 
 
+def check_heads_fit_mesh(model_cfg, mesh: Mesh) -> None:
+    """Tensor parallelism splits attention by whole heads: ``num_heads`` and ``num_kv_heads`` must
+    be multiples of the ``tensor`` axis. (The fused ``[D, heads*hd]`` weights would pass the
+    per-dimension check of :func:`spec_for` — Qwen2.5-7B's 28 × 128 = 3584 columns divide by 8 —
+    yet a head would straddle two devices, so it is refused here, by heads.)"""
+    t = mesh.shape["tensor"]
+    q, kv = model_cfg.num_heads, model_cfg.num_kv_heads
+    fits = [d for d in range(1, q + 1) if q % d == 0 and kv % d == 0]
+    for name, heads in (("num_heads", q), ("num_kv_heads", kv)):
+        if heads % t:
+            raise ShardingError(
+                f"config.model.{name}={heads} is not divisible by config.mesh.tensor={t}: tensor "
+                f"parallelism splits attention by whole heads; choose tensor from {fits}")
+
+
 def maybe_initialize_distributed() -> bool:
     """Calls ``jax.distributed.initialize()`` on multi-host runs (before any other JAX call).
 
@@ -168,3 +183,27 @@ def maybe_initialize_distributed() -> bool:
     if multi_host:
         jax.distributed.initialize()
     return multi_host
+
+
+def is_lead_process() -> bool:
+    """Process 0 writes what a run writes once (metrics, reports, exports, prepared data)."""
+    return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+    """Blocks until every process reaches the barrier ``name`` (no-op with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def lead_first(name: str, fn):
+    """Runs ``fn`` on process 0 first, then on the others (which find its files and reuse them):
+    shared-filesystem set-up without two processes writing the same files at once."""
+    if not is_lead_process():
+        sync_processes(name)
+    out = fn()
+    if is_lead_process():
+        sync_processes(name)
+    return out

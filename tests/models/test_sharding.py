@@ -1,5 +1,7 @@
 """8 fake CPU devices: sharded forward equals single-device forward; shardings follow the rules."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -8,7 +10,14 @@ from jax.sharding import PartitionSpec as P
 
 from toolrl_jax.config import ConfigError, MeshConfig
 from toolrl_jax.models.decoder import init_decoder, init_sharded
-from toolrl_jax.sharding import ShardingError, batch_sharding, make_mesh, named_shardings, spec_for
+from toolrl_jax.sharding import (
+    ShardingError,
+    batch_sharding,
+    check_heads_fit_mesh,
+    make_mesh,
+    named_shardings,
+    spec_for,
+)
 from toolrl_jax.testing.tiny import tiny_qwen2_config
 
 
@@ -65,3 +74,13 @@ def test_non_divisible_dim_raises_not_replicates():
 def test_mesh_larger_than_devices():
     with pytest.raises(ConfigError, match="exceeds the 8 available devices"):
         make_mesh(MeshConfig(data=4, fsdp=4))
+
+
+def test_tensor_parallel_is_checked_per_head():
+    # 28 heads × 128 = 3584 columns divide by 8, but 28 heads do not: refused, by heads.
+    qwen7b_like = dataclasses.replace(tiny_qwen2_config(), num_heads=28, num_kv_heads=4,
+                                      hidden_size=3584, head_dim=128)
+    with pytest.raises(ShardingError, match=r"num_heads=28 is not divisible by config.mesh.tensor=8"
+                       r".*choose tensor from \[1, 2, 4\]"):
+        check_heads_fit_mesh(qwen7b_like, make_mesh(MeshConfig(data=1, fsdp=1, tensor=8)))
+    check_heads_fit_mesh(qwen7b_like, make_mesh(MeshConfig(data=2, fsdp=1, tensor=4)))

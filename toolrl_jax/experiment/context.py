@@ -20,11 +20,39 @@ from toolrl_jax.models.decoder import init_sharded
 from toolrl_jax.models.hf import load_hf
 from toolrl_jax.rollout.engine import RolloutEngine
 from toolrl_jax.rollout.factory import build_engine
-from toolrl_jax.sharding import check_batch_divisible, make_mesh
+from toolrl_jax.sharding import (
+    check_batch_divisible,
+    check_heads_fit_mesh,
+    is_lead_process,
+    lead_first,
+    make_mesh,
+)
 from toolrl_jax.tools.registry import build_executor, build_syntax
 from toolrl_jax.train.state import Policy, create_state
 
 GENERATED_CORPUS = "@generated"
+
+
+def _prepare_files(cfg: Config, workdir: Path):
+    """config.json, the built dataset, the search corpus and the tokenizer in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if is_lead_process():
+        with open(workdir / "config.json", "w") as f:
+            json.dump(to_dict(cfg), f, indent=2)
+    builder = prepare_dataset(cfg.data, workdir)
+    tools_cfg = cfg.tools
+    if "search" in tools_cfg.enabled and tools_cfg.search.corpus_path == GENERATED_CORPUS:
+        corpus = prepare_corpus(cfg.data, workdir)
+        if corpus is None:
+            raise ConfigError(f"config.tools.search.corpus_path='{GENERATED_CORPUS}' needs "
+                              "config.data.source='synthetic' with 'lookup' in config.data.tasks")
+        tools_cfg = dataclasses.replace(
+            tools_cfg, search=dataclasses.replace(tools_cfg.search, corpus_path=str(corpus)))
+    tokenizer = prepare_tokenizer(cfg.data, workdir, builder, tools_cfg.enabled)
+    if len(tokenizer) > cfg.model.vocab_size:
+        raise ConfigError(f"config.model.vocab_size={cfg.model.vocab_size} is smaller than the "
+                          f"tokenizer's {len(tokenizer)} tokens")
+    return tools_cfg, builder, tokenizer
 
 
 @dataclasses.dataclass
@@ -45,9 +73,6 @@ class Experiment:
     @classmethod
     def setup(cls, cfg: Config) -> Experiment:
         workdir = Path(cfg.workdir or os.path.join("runs", cfg.name))
-        workdir.mkdir(parents=True, exist_ok=True)
-        with open(workdir / "config.json", "w") as f:
-            json.dump(to_dict(cfg), f, indent=2)
         mesh = make_mesh(cfg.mesh)
         rows = cfg.rollout.prompts_per_step * cfg.rollout.group_size
         if cfg.mode in ("sft", "pipeline"):
@@ -56,19 +81,11 @@ class Experiment:
             check_batch_divisible(rows // cfg.train.mini_batches, mesh,
                                   "rollout rows per mini-batch (prompts_per_step*group_size/"
                                   "train.mini_batches)")
-        builder = prepare_dataset(cfg.data, workdir)
-        tools_cfg = cfg.tools
-        if "search" in tools_cfg.enabled and tools_cfg.search.corpus_path == GENERATED_CORPUS:
-            corpus = prepare_corpus(cfg.data, workdir)
-            if corpus is None:
-                raise ConfigError(f"config.tools.search.corpus_path='{GENERATED_CORPUS}' needs "
-                                  "config.data.source='synthetic' with 'lookup' in config.data.tasks")
-            tools_cfg = dataclasses.replace(
-                tools_cfg, search=dataclasses.replace(tools_cfg.search, corpus_path=str(corpus)))
-        tokenizer = prepare_tokenizer(cfg.data, workdir, builder, tools_cfg.enabled)
-        if len(tokenizer) > cfg.model.vocab_size:
-            raise ConfigError(f"config.model.vocab_size={cfg.model.vocab_size} is smaller than the "
-                              f"tokenizer's {len(tokenizer)} tokens")
+        check_heads_fit_mesh(cfg.model, mesh)
+        # On a pod every process runs this; process 0 writes the shared files first and the
+        # others then find and reuse them (two writers of one dataset directory would collide).
+        tools_cfg, builder, tokenizer = lead_first("experiment-setup",
+                                                   lambda: _prepare_files(cfg, workdir))
         tok_dir = Path(cfg.data.tokenizer) if cfg.data.tokenizer else workdir / "tokenizer"
         return cls(cfg, workdir, mesh, builder, tokenizer, build_syntax(tools_cfg),
                    build_executor(tools_cfg), tuple(tools_cfg.enabled), tok_dir)
@@ -77,8 +94,9 @@ class Experiment:
         """The same data, tokenizer, tools and compiled rollouts under another config / work dir
         (``cfg`` may change RL knobs and seeds, not shapes or data)."""
         workdir.mkdir(parents=True, exist_ok=True)
-        with open(workdir / "config.json", "w") as f:
-            json.dump(to_dict(cfg), f, indent=2)
+        if is_lead_process():
+            with open(workdir / "config.json", "w") as f:
+                json.dump(to_dict(cfg), f, indent=2)
         return dataclasses.replace(self, cfg=cfg, workdir=workdir)
 
     # ------------------------------------------------------------------ policy
@@ -87,7 +105,9 @@ class Experiment:
         source = hf_dir or self.cfg.model.init_from
         with jax.set_mesh(self.mesh):
             if source:
-                model = load_hf(source, dtype=self.cfg.model.param_dtype, mesh=self.mesh)
+                m = self.cfg.model  # weights in param_dtype, compute in dtype
+                model = load_hf(source, m.param_dtype, m.dtype, self.mesh,
+                                scan_layers=m.scan_layers, attention=m.attention)
             else:
                 model = init_sharded(self.cfg.model, self.mesh, self.cfg.train.seed)
             return create_state(model, tx, self.mesh, beta_long)

@@ -77,6 +77,21 @@ class _DecodeState:
     window_BW: jax.Array  # int32; each row's last W sampled tokens (stop-sequence matching)
 
 
+def _host_readable(x):
+    """Replicated over the context mesh (when one is set), so every process can read the value.
+
+    Under a multi-process mesh the params are global arrays sharded across processes and GSPMD
+    may shard what comes out of them; what the host engine reads back must be whole on every host.
+    """
+    if jax.sharding.get_abstract_mesh().empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec())
+
+
+def _lengths_readable(cache: KVCache) -> KVCache:
+    return dataclasses.replace(cache, lengths=_host_readable(cache.lengths))
+
+
 def stop_sequence_table(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray, int]:
     """Right-aligned ``[S, W]`` table (−1 padded on the left), lengths ``[S]``, and W."""
     width = max([len(s) for s in sequences] + [1])
@@ -213,6 +228,8 @@ class CompiledRollout:
             )
 
         out = jax.lax.while_loop(cond, body, init)
-        return SegmentOutput(out.tokens_BS, out.logp_BS, out.entropy_BS, out.count_B,
-                             out.stop_code_B, out.window_BW, full_cache.with_prefix(out.cache),
+        r = _host_readable
+        return SegmentOutput(r(out.tokens_BS), r(out.logp_BS), r(out.entropy_BS), r(out.count_B),
+                             r(out.stop_code_B), r(out.window_BW),
+                             _lengths_readable(full_cache.with_prefix(out.cache)),
                              out.last_logits_BV)

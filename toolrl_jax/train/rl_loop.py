@@ -17,6 +17,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from toolrl_jax.config import Config
 from toolrl_jax.rl.filters import group_rows, refill
@@ -76,7 +77,9 @@ class RLTrainer:
         self.mini_rows = self.batch_rows // cfg.train.mini_batches
         micro = cfg.train.micro_batch_size
         self.micro_batches = self.mini_rows // micro if micro else 1
-        self._prepare = jax.jit(self._prepare_fn)
+        # Replicated outputs: every host reads the whole batch back to cut its mini-batches.
+        self._prepare = jax.jit(self._prepare_fn,
+                                out_shardings=NamedSharding(self.mesh, PartitionSpec()))
         self._step = None
 
     # ------------------------------------------------------------------ collection

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -74,10 +75,22 @@ def rl_loss_fn(recipe, chunk: int) -> LossFn:
 
 
 def _split_micro(batch, n: int):
+    """``[B, ...] -> [n, B/n, ...]`` with micro-batch i = rows i, i+n, i+2n, …
+
+    Strided, not in blocks: the rows are sharded over (data, fsdp) in contiguous blocks, one per
+    device, so a block-cut micro-batch would live on 1/n of the devices (the others idle, and
+    GSPMD all-gathers the batch to rebalance it). Strided, every micro-batch takes B/(n·devices)
+    rows from every device's block: each micro-step keeps all devices busy on rows they already
+    hold. The sum over micro-batches — hence the step — does not depend on how rows are grouped.
+    """
     def split(x):
         if x.shape[0] % n:
             raise ValueError(f"batch of {x.shape[0]} rows does not split into {n} micro-batches")
-        return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+        out = x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+        if jax.sharding.get_abstract_mesh().empty:
+            return out
+        return jax.lax.with_sharding_constraint(
+            out, PartitionSpec(None, ("data", "fsdp"), *([None] * (x.ndim - 1))))
 
     return jax.tree.map(split, batch)
 
@@ -129,13 +142,39 @@ def build_step(policy: Policy, tx: optax.GradientTransformation, loss_fn: LossFn
     return step
 
 
+def place_batch(batch, shardings):
+    """Host (NumPy) batch → global jax.Array values with the step's input shardings.
+
+    On a pod each process builds only the shards its own devices hold
+    (``make_array_from_callback`` asks for exactly those index ranges), so a host never
+    transfers rows another host trains on; passing NumPy to a jit with sharded inputs is refused
+    by JAX as soon as there are two processes. Every process must pass the same global batch.
+    """
+    def one(x, sharding):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(one, batch, shardings)
+
+
 def jit_step(step_fn, state: TrainState, mesh: Mesh, batch_example):
     """Jits ``step_fn`` once with explicit shardings: state as it lives, batch rows split over
-    (data, fsdp), metrics replicated; the old state is donated."""
+    (data, fsdp), metrics replicated; the old state is donated.
+
+    Returns ``step(state, host_batch) -> (state, metrics)``; the host batch is placed with
+    :func:`place_batch` (``step.jitted`` is the jitted function itself, e.g. to lower it).
+    """
     state_sh = state_sharding_tree(state)
     batch_sh = jax.tree.map(
         lambda v: NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (v.ndim - 1)))),
         batch_example)
-    return jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
-                   out_shardings=(state_sh, NamedSharding(mesh, PartitionSpec())),
-                   donate_argnums=(0,))
+    jitted = jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
+                     out_shardings=(state_sh, NamedSharding(mesh, PartitionSpec())),
+                     donate_argnums=(0,))
+
+    def step(state, batch):
+        return jitted(state, place_batch(batch, batch_sh))
+
+    step.jitted = jitted
+    step.batch_shardings = batch_sh
+    return step
