@@ -207,3 +207,14 @@ def lead_first(name: str, fn):
     if is_lead_process():
         sync_processes(name)
     return out
+
+
+def lead_decides(value: bool) -> bool:
+    """Process 0's ``value`` on every process: decisions read from a shared file system (is a
+    phase done? is a result cached?) must be the same everywhere, or processes launch different
+    programs and the collectives hang."""
+    if jax.process_count() == 1:
+        return bool(value)
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from toolrl_jax.experiment.tensorboard import TensorBoardWriter
+from toolrl_jax.sharding import is_lead_process
 from toolrl_jax.types import Trajectory, dump_trajectories
 
 METRICS_FILE = "metrics.jsonl"
@@ -185,6 +186,10 @@ class MetricsLogger:
         self._f = None
         self._tb: TensorBoardWriter | None = None
         self._wandb: _WandbRun | None = None
+        if not is_lead_process():
+            # On a pod every process computes the same metrics; process 0 alone writes them, so
+            # metrics.jsonl holds one line per step, not one per host.
+            loggers = ()
         try:
             if "jsonl" in loggers:
                 if os.path.exists(self.path):
@@ -272,8 +277,10 @@ def save_rollouts(
     resumed run that saves the same step again overwrites instead of appending duplicates.
     """
     out_dir = os.path.join(workdir, ROLLOUTS_DIR)
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"step_{int(step):06d}.jsonl")
+    if not is_lead_process():
+        return path  # process 0 writes the sample for everyone
+    os.makedirs(out_dir, exist_ok=True)
     rows = list(trajectories) if max_rows is None else list(trajectories)[: max(0, max_rows)]
     tmp = path + ".tmp"
     if os.path.exists(tmp):  # left by a crash; dump_trajectories appends

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from toolrl_jax.buckets import round_up
 from toolrl_jax.config import OptimConfig
@@ -29,7 +30,8 @@ from toolrl_jax.experiment.progress import Progress
 from toolrl_jax.models.hf import save_hf
 from toolrl_jax.rl.recipes import make_recipe
 from toolrl_jax.scoring.arrays import sft_batch
-from toolrl_jax.train.checkpoint import Checkpointer
+from toolrl_jax.sharding import is_lead_process, lead_decides, sync_processes
+from toolrl_jax.train.checkpoint import Checkpointer, saved_steps
 from toolrl_jax.train.rl_loop import RLTrainer
 from toolrl_jax.train.state import make_optimizer
 from toolrl_jax.train.steps import build_step, jit_step, sft_loss_fn
@@ -41,13 +43,17 @@ RL_KEYS = ("rollout/accuracy", "reward/mean", "rollout/tool_calls", "rollout/res
 
 
 def _is_done(path: Path) -> bool:
-    return (path / DONE_MARKER).is_file()
+    """Whether an export finished (process 0's view, on every process)."""
+    return lead_decides((path / DONE_MARKER).is_file())
 
 
 def _export(exp: Experiment, policy, params, name: str) -> Path:
     out = exp.workdir / name
+    # Every process takes part (the params are sharded across them); process 0 writes.
     save_hf(policy.model(params), str(out), tokenizer_dir=str(exp.tokenizer_dir))
-    (out / DONE_MARKER).write_text("complete\n")
+    if is_lead_process():
+        (out / DONE_MARKER).write_text("complete\n")
+    sync_processes(f"export-{name}")  # the next phase loads it on every process
     return out
 
 
@@ -173,7 +179,7 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
 def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
     """Evaluates an HF export; caches the result as ``eval_<name>.json`` (resume-safe)."""
     path = exp.workdir / f"eval_{name}.json"
-    if path.is_file():
+    if lead_decides(path.is_file()):
         with open(path) as f:
             return json.load(f)
     cfg, ec = exp.cfg, exp.cfg.eval
@@ -192,8 +198,9 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
                           max_items=ec.max_items or None)
     result["_meta"] = {"policy": str(policy_dir), "seconds": time.perf_counter() - t0}
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
+    if is_lead_process():
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, path)
     print(f"eval[{name}]: accuracy={result['all']['accuracy']:.3f} "
           f"calls={result['all']['tool_calls']:.2f} tokens={result['all']['tokens']:.1f}",
           flush=True)
@@ -201,21 +208,33 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
 
 
 def global_resume_step(exp: Experiment) -> int:
-    """The global step the metrics file is valid up to, from what the checkpoints say."""
+    """The global step the metrics file is valid up to, from what the checkpoints say.
+
+    Read by process 0 from the file system and broadcast: every process must take the same
+    decision (a process that saw another's freshly created directory would otherwise open an
+    extra checkpoint manager, whose barrier the others never reach).
+    """
+    step = _resume_step_on_disk(exp) if is_lead_process() else 0
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        step = int(multihost_utils.broadcast_one_to_all(np.int32(step)))
+    return step
+
+
+def _resume_step_on_disk(exp: Experiment) -> int:
     cfg = exp.cfg
     sft_steps = cfg.sft.steps if cfg.mode == "pipeline" else 0
-    rl_dir = exp.workdir / "checkpoints" / "rl"
-    sft_dir = exp.workdir / "checkpoints" / "sft"
-    if cfg.mode in ("rl", "pipeline") and rl_dir.is_dir():
-        step = Checkpointer(rl_dir, keep=cfg.train.keep_checkpoints).latest_step()
-        if step is not None:
-            return sft_steps + step + 1
-    if cfg.mode == "pipeline" and _is_done(exp.workdir / "sft_policy"):
+    if cfg.mode in ("rl", "pipeline"):
+        steps = saved_steps(exp.workdir / "checkpoints" / "rl")
+        if steps:
+            return sft_steps + steps[-1] + 1
+    if cfg.mode == "pipeline" and (exp.workdir / "sft_policy" / DONE_MARKER).is_file():
         return sft_steps + 1
-    if cfg.mode in ("sft", "pipeline") and sft_dir.is_dir():
-        step = Checkpointer(sft_dir, keep=cfg.train.keep_checkpoints).latest_step()
-        if step is not None:
-            return step + 1
+    if cfg.mode in ("sft", "pipeline"):
+        steps = saved_steps(exp.workdir / "checkpoints" / "sft")
+        if steps:
+            return steps[-1] + 1
     return 0
 
 

@@ -237,6 +237,25 @@ def _one_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- the checkpointer
 
 
+def saved_steps(directory: str | os.PathLike) -> list[int]:
+    """Complete steps in a checkpoint directory, read from the file system alone (ascending).
+
+    No orbax manager, hence no cross-process barrier: safe to call on some processes only, or
+    at different times on different processes. A step counts when its directory is named by the
+    bare step number (orbax renames ``<step>.orbax-checkpoint-tmp-*`` only once a save is
+    finalized) and holds both items.
+    """
+    path = os.fspath(directory)
+    root = epath.Path(path if "://" in path else os.path.abspath(path))
+    if not root.is_dir():
+        return []
+    steps = []
+    for child in root.iterdir():
+        if child.name.isdigit() and all((child / item).is_dir() for item in _ITEMS):
+            steps.append(int(child.name))
+    return sorted(steps)
+
+
 class Checkpointer:
     """Saves and restores ``(state, extras)`` pairs by step, keeping the newest ``keep``.
 
