@@ -117,3 +117,14 @@ def test_rollout_lanes_must_fit_the_devices_and_the_batch(tmp_path):
             exp.engine(None, greedy=False)
     finally:
         exp.close()
+
+
+def test_recomputed_old_logp_makes_on_policy_ratios_one_and_reference_kl_zero(tmp_path):
+    # One update per step: the policy that is trained is the one that sampled, and at step 1 the
+    # frozen reference is that same policy. Both forward passes run in 2 micro-batch groups.
+    _rl(tmp_path, steps=1, **{"rl.recompute_old_logp": True, "rl.kl_coef": 0.1,
+                              "train.micro_batch_size": 2})
+    row = read_metrics(str(tmp_path / "metrics.jsonl"))[0]
+    assert abs(row["pg/ratio"] - 1.0) < 1e-6, row["pg/ratio"]
+    assert abs(row["kl/ref"]) < 1e-6, row["kl/ref"]
+    assert row["pg/approx_kl"] < 1e-10

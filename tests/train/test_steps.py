@@ -13,7 +13,15 @@ from toolrl_jax.testing.fake_tools import CompileCounter
 from toolrl_jax.testing.tiny import tiny_qwen2_config
 from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import create_state, make_optimizer
-from toolrl_jax.train.steps import build_step, jit_step, place_batch, rl_loss_fn, sft_loss_fn
+from toolrl_jax.train.steps import (
+    build_step,
+    jit_step,
+    place_batch,
+    rl_loss_fn,
+    sequence_logp,
+    sft_loss_fn,
+    token_logp_entropy,
+)
 
 B, T = 8, 24
 
@@ -192,3 +200,15 @@ def test_micro_batches_span_all_devices_and_cut_temp_memory():
     assert temp[4] <= 0.35 * temp[1], temp
     for micro, text in hlo.items():
         assert "all-gather" not in text, f"{micro} micro-batches: the batch is gathered"
+
+
+def test_sequence_logp_in_micro_batches_equals_one_pass():
+    cfg = tiny_qwen2_config()
+    model = init_decoder(cfg, seed=2)
+    batch = _batch(cfg.vocab_size, seed=5)
+    full = sequence_logp(model, batch, micro_batches=1, chunk=8)
+    split = sequence_logp(model, batch, micro_batches=4, chunk=8, vocab_chunk=64)
+    ref, _ = token_logp_entropy(model, batch, chunk=24)
+    np.testing.assert_allclose(np.asarray(split), np.asarray(full), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(full[:, 1:]), np.asarray(ref), atol=1e-6)
+    assert np.all(np.asarray(full[:, 0]) == 0.0)  # aligned to tokens: position 0 has no logit

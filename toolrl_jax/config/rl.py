@@ -162,6 +162,10 @@ class RLConfig:
     # benchmarks/entropy_memory.py, vs 1/7.8 with T-chunks alone); vocabularies <= 16384 are one
     # block, i.e. unchanged. 0 = never split V.
     vocab_chunk: int = 16384
+    # Recompute the PPO "old" log-probs with the trainer's forward pass before the update instead
+    # of using the sampler's (which come from cached decode). On-policy ratios are then exactly 1
+    # even when the two paths round differently (bf16 on accelerators); costs one more forward.
+    recompute_old_logp: bool = False
 
     def resolved(self) -> RLConfig:
         """This config with every ``None`` component replaced by the recipe's preset."""

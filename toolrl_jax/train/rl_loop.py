@@ -28,7 +28,7 @@ from toolrl_jax.scoring.arrays import take_rows
 from toolrl_jax.scoring.scored import Scored, concat_scored, rollout_metrics, score_batch
 from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import Policy
-from toolrl_jax.train.steps import build_step, jit_step, rl_loss_fn, token_logp_entropy
+from toolrl_jax.train.steps import build_step, jit_step, rl_loss_fn, sequence_logp
 
 
 def prompt_uid(record: dict) -> int:
@@ -77,6 +77,9 @@ class RLTrainer:
         self.mini_rows = self.batch_rows // cfg.train.mini_batches
         micro = cfg.train.micro_batch_size
         self.micro_batches = self.mini_rows // micro if micro else 1
+        # Reference / old-logp forward passes over the whole batch, in groups of the step's
+        # micro-batch size (one mini-batch at a time when micro-batching is off).
+        self.logp_passes = self.batch_rows // (micro or self.mini_rows)
         # Replicated outputs: every host reads the whole batch back to cut its mini-batches.
         self._prepare = jax.jit(self._prepare_fn,
                                 out_shardings=NamedSharding(self.mesh, PartitionSpec()))
@@ -115,32 +118,43 @@ class RLTrainer:
         return concat_scored(parts).take(group_rows(idx, g)), group_weight, counts, rounds
 
     # ------------------------------------------------------------------ prepare (one jit)
-    def _prepare_fn(self, ref_params, scored: Scored, reward_B, call_reward_BK, row_weight_B):
-        """Advantages, the final loss mask and (KL on) reference log-probs: one device program."""
+    def _prepare_fn(self, params, ref_params, scored: Scored, reward_B, call_reward_BK,
+                    row_weight_B):
+        """Advantages, the final loss mask, the reference log-probs (KL on) and the recomputed
+        old log-probs (``rl.recompute_old_logp``): one device program. The two forward passes
+        run in the train step's micro-batch groups, so they never need more activation memory
+        than the step itself."""
         a = scored.arrays
         adv, mask, adv_metrics = self.recipe.advantages(
             reward_B, a.loss_mask_BT, row_weight_B=row_weight_B,
             entropy_BT=a.entropy_BT, post_tool_mask_BT=a.post_tool_mask_BT,
             segment_ids_BT=a.segment_ids_BT, call_reward_BK=call_reward_BK,
             num_calls_B=a.num_calls_B)
+        passes = dict(micro_batches=self.logp_passes, chunk=self.cfg.train.logit_chunk,
+                      vocab_chunk=self.recipe.config.vocab_chunk)
         ref = None
         if self.recipe.needs_reference:
-            logp, _ = token_logp_entropy(self.policy.model(ref_params), a,
-                                         self.cfg.train.logit_chunk)
-            ref = jnp.pad(logp, ((0, 0), (1, 0)))  # aligned to tokens, like old_logp
+            ref = sequence_logp(self.policy.model(ref_params), a, **passes)
+        old_logp = a.old_logp_BT
+        if self.cfg.rl.recompute_old_logp:
+            # The trainer's forward, not the sampler's: on-policy ratios are exactly 1 even where
+            # cached decode and the full forward round differently (bf16).
+            fresh = sequence_logp(self.policy.model(params), a, **passes)
+            old_logp = jnp.where(a.loss_mask_BT > 0, jax.lax.stop_gradient(fresh), 0.0)
         batch = TrainBatch(tokens_BT=a.tokens_BT, attn_mask_BT=a.attn_mask_BT,
-                           loss_mask_BT=mask.astype(jnp.float32), old_logp_BT=a.old_logp_BT,
+                           loss_mask_BT=mask.astype(jnp.float32), old_logp_BT=old_logp,
                            advantages_BT=adv.astype(jnp.float32),
                            mode_B=scored.short_mode_B.astype(jnp.float32), ref_logp_BT=ref)
         return batch, adv_metrics
 
-    def prepare(self, scored: Scored, rewards: Rewards, row_weight_B) -> tuple[TrainBatch, dict]:
+    def prepare(self, params, scored: Scored, rewards: Rewards,
+                row_weight_B) -> tuple[TrainBatch, dict]:
         """The :class:`TrainBatch` (NumPy, ready to split into mini-batches) and the advantage
         metrics as (sum, count) pairs."""
         # Host objects (trajectories, records) stay on the host: the program sees arrays only.
         arrays_only = dataclasses.replace(scored, trajectories_B=None, records_B=None)
-        out = self._prepare(self.ref_params, arrays_only, rewards.reward_B, rewards.call_reward_BK,
-                            np.asarray(row_weight_B, np.float32))
+        out = self._prepare(params, self.ref_params, arrays_only, rewards.reward_B,
+                            rewards.call_reward_BK, np.asarray(row_weight_B, np.float32))
         return jax.device_get(out)
 
     # ------------------------------------------------------------------ one RL iteration
@@ -159,7 +173,7 @@ class RLTrainer:
             t.reward = float(reward)  # what rollouts/*.jsonl readers want to see next to the text
             t.metadata.update(id=str(rec["id"]), difficulty=rec.get("difficulty", ""),
                               gold=str(rec["answer"]), score=float(score), trained=bool(w > 0))
-        batch, adv_metrics = self.prepare(scored, rewards, row_weight)
+        batch, adv_metrics = self.prepare(state["params"], scored, rewards, row_weight)
         t1 = time.perf_counter()
         state, train_metrics = self._train(state, batch, step)
         t_train = time.perf_counter() - t1

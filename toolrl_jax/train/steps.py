@@ -39,6 +39,35 @@ def token_logp_entropy(model, batch, chunk: int,
                                   chunk=chunk, vocab_chunk=vocab_chunk)
 
 
+def _merge_micro(x_nR, n: int):
+    """Inverse of :func:`_split_micro`: ``[n, B/n, ...]`` (strided rows) → ``[B, ...]``."""
+    return x_nR.swapaxes(0, 1).reshape(x_nR.shape[0] * x_nR.shape[1], *x_nR.shape[2:])
+
+
+def sequence_logp(model, batch, *, micro_batches: int, chunk: int, vocab_chunk: int = 0):
+    """Log-probs of ``batch.tokens_BT`` under ``model``, aligned to tokens (``[B, T]``, position 0
+    is 0), computed ``micro_batches`` row groups at a time (``lax.map``: one group's activations
+    live at once, exactly like the train step's micro-batches) and chunked over T and V.
+
+    For the frozen reference policy (KL) and for recomputing the PPO "old" log-probs with the
+    trainer's own forward (``rl.recompute_old_logp``). Only the two row arrays it reads are split.
+    """
+    rows = (batch.tokens_BT, batch.attn_mask_BT)
+
+    def one(mb):
+        tokens, attn = mb
+        hidden = model.hidden(tokens, attn)
+        logp, _ = hidden_to_logp_entropy(hidden[:, :-1], model.lm_head_weight(), tokens[:, 1:],
+                                         chunk=chunk, vocab_chunk=vocab_chunk)
+        return logp
+
+    if micro_batches == 1:
+        logp = one(rows)
+    else:
+        logp = _merge_micro(jax.lax.map(one, _split_micro(rows, micro_batches)), micro_batches)
+    return jnp.pad(logp, ((0, 0), (1, 0)))
+
+
 def sft_loss_fn(chunk: int) -> LossFn:
     """Token-mean negative log-likelihood over ``loss_mask_BT`` (model tokens only)."""
 
