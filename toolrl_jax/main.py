@@ -28,15 +28,21 @@ def run(argv: list[str]) -> int:
 
         cfg = dataclasses.replace(cfg, workdir=args.workdir)
 
+    if cfg.mode == "plan":  # before any JAX call: the planner may simulate config.plan.devices
+        from toolrl_jax.experiment.plan import run_plan
+
+        return run_plan(cfg, argv)
+
     from toolrl_jax.sharding import make_mesh, maybe_initialize_distributed
 
     maybe_initialize_distributed()
-    mesh = make_mesh(cfg.mesh)
-    if cfg.mode == "plan":
-        from toolrl_jax.experiment.plan import format_plan, make_plan
+    if cfg.train.compilation_cache_dir:
+        import jax
 
-        print(format_plan(cfg, make_plan(cfg, mesh)))
-        return 0
+        jax.config.update("jax_compilation_cache_dir", cfg.train.compilation_cache_dir)
+        # Cache everything that took a second or more to compile (the step, the rollout programs).
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    make_mesh(cfg.mesh)
     return _run_training_mode(cfg)
 
 

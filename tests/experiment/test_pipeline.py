@@ -128,3 +128,17 @@ def test_recomputed_old_logp_makes_on_policy_ratios_one_and_reference_kl_zero(tm
     assert abs(row["pg/ratio"] - 1.0) < 1e-6, row["pg/ratio"]
     assert abs(row["kl/ref"]) < 1e-6, row["kl/ref"]
     assert row["pg/approx_kl"] < 1e-10
+
+
+def test_persistent_compilation_cache_is_written(tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "xla_cache"
+    overrides = tiny_overrides(str(tmp_path / "run"), mode="sft", **{
+        "sft.steps": 1, "train.compilation_cache_dir": str(cache)})
+    argv = _argv(DEMO, overrides)
+    out = subprocess.run([sys.executable, "-m", "toolrl_jax.main", *argv], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert cache.is_dir() and any(cache.iterdir()), "no compiled program was cached"

@@ -48,6 +48,15 @@ class ModelConfig:
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     dtype: Literal["float32", "bfloat16"] = "float32"  # activation / compute dtype
     init_from: str = ""  # HF checkpoint dir to load; empty = random init
+    # Full-forward attention kernel (models/layers.py:causal_attention). "auto": cuDNN flash
+    # attention on GPU when dtype/shapes allow, Pallas splash attention on TPU when shapes allow,
+    # else XLA's jax.nn.dot_product_attention; "reference": the plain grouped-attention XLA code
+    # kept as the CPU reference. The cached decode path always uses the reference code.
+    attention: Literal["auto", "xla", "cudnn", "splash", "reference"] = "auto"
+    # Stack the decoder layers' params on a leading "layers" axis and run the full forward under
+    # lax.scan: compile time stops growing with depth. The parameter tree (and so checkpoints and
+    # optimizer states) differs between the two settings; HF files are the same.
+    scan_layers: bool = False
 
     @property
     def resolved_head_dim(self) -> int:
@@ -71,6 +80,9 @@ class ModelConfig:
         )
         require(self.resolved_head_dim % 2 == 0, f"{path}: head dim must be even for RoPE")
         require(self.rms_norm_eps > 0, f"{path}.rms_norm_eps must be > 0")
+        choices = ("auto", "xla", "cudnn", "splash", "reference")
+        require(self.attention in choices,
+                f"{path}.attention={self.attention!r} must be one of {list(choices)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +188,14 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 1
     save_rollouts_every: int = 10
+    # Persistent XLA compilation cache (a local dir or a gs:// URI): a restarted or resumed job
+    # loads its compiled step and rollout programs instead of compiling them again. "" = off.
+    compilation_cache_dir: str = ""
     loggers: tuple[str, ...] = ("jsonl", "tensorboard")  # metric sinks: jsonl, tensorboard, wandb
+    # Rematerialisation per decoder layer in the train forward: "full" recomputes each layer's
+    # activations in the backward pass (saves only layer inputs), "save_dots" keeps the
+    # projection matmul outputs and recomputes the rest. Set on the model (Decoder.remat).
+    remat: Literal["none", "full", "save_dots"] = "none"
 
     def validate(self, path: str) -> None:
         require(self.steps >= 0, f"{path}.steps must be >= 0")
@@ -190,6 +209,8 @@ class TrainConfig:
         require(self.logit_chunk > 0, f"{path}.logit_chunk must be > 0")
         require(self.ppo_epochs > 0 and self.mini_batches > 0, f"{path}.ppo_epochs/mini_batches > 0")
         require(self.keep_checkpoints > 0, f"{path}.keep_checkpoints must be > 0")
+        require(self.remat in ("none", "full", "save_dots"),
+                f"{path}.remat={self.remat!r} must be one of 'none', 'full', 'save_dots'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,3 +257,23 @@ class CompareConfig:
         require(len(self.recipes) > 0, f"{path}.recipes must name at least one recipe")
         require(len(self.seeds) > 0, f"{path}.seeds must list at least one seed")
         require(len(set(self.seeds)) == len(self.seeds), f"{path}.seeds has duplicates")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanConfig:
+    """``mode=plan``: compile the real RL train step for a target mesh from abstract shapes (no
+    weights allocated) and report XLA's per-device memory (``experiment/plan.py``)."""
+
+    # 0: the devices JAX sees. N: simulate N CPU devices (``jax_num_cpu_devices``); when JAX is
+    # already up with fewer devices the planner re-runs itself in a fresh process.
+    devices: int = 0
+    hbm_gib: float = 0.0  # per-device memory the plan is judged against; 0: no fit verdict
+    # 0: compile every layer. k > 0: compile k- and 2k-layer slices and extrapolate the
+    # per-layer difference to model.num_layers (a 28-layer unrolled compile is slow on CPU).
+    slice_layers: int = 0
+
+    def validate(self, path: str) -> None:
+        require(self.devices >= 0, f"{path}.devices={self.devices} must be >= 0 (0: as found)")
+        require(self.hbm_gib >= 0, f"{path}.hbm_gib={self.hbm_gib} must be >= 0 (0: no verdict)")
+        require(self.slice_layers >= 0,
+                f"{path}.slice_layers={self.slice_layers} must be >= 0 (0: every layer)")
