@@ -1,5 +1,6 @@
 """End-to-end runs on tiny overrides: every shipped config runs; an interrupted run resumes."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -119,15 +120,33 @@ def test_rollout_lanes_must_fit_the_devices_and_the_batch(tmp_path):
         exp.close()
 
 
-def test_recomputed_old_logp_makes_on_policy_ratios_one_and_reference_kl_zero(tmp_path):
-    # One update per step: the policy that is trained is the one that sampled, and at step 1 the
-    # frozen reference is that same policy. Both forward passes run in 2 micro-batch groups.
-    _rl(tmp_path, steps=1, **{"rl.recompute_old_logp": True, "rl.kl_coef": 0.1,
-                              "train.micro_batch_size": 2})
-    row = read_metrics(str(tmp_path / "metrics.jsonl"))[0]
-    assert abs(row["pg/ratio"] - 1.0) < 1e-6, row["pg/ratio"]
-    assert abs(row["kl/ref"]) < 1e-6, row["kl/ref"]
-    assert row["pg/approx_kl"] < 1e-10
+def test_recomputed_old_logp_makes_on_policy_ratios_one_and_reference_kl_zero(tmp_path,
+                                                                              monkeypatch):
+    # The sampler's log-probs are skewed by +0.5 (as if cached decode rounded differently from
+    # the trainer's forward). One update per step, so the policy trained is the one that sampled:
+    # with rl.recompute_old_logp the skew is gone (ratio 1); without it the ratio is e^-0.5.
+    # At step 1 the frozen reference is that same policy: KL 0. Passes run in 2 micro-batches.
+    import toolrl_jax.train.rl_loop as rl_loop
+
+    score = rl_loop.score_batch
+
+    def skewed(*args, **kwargs):
+        s = score(*args, **kwargs)
+        a = s.arrays
+        old = np.where(a.loss_mask_BT > 0, a.old_logp_BT + 0.5, a.old_logp_BT).astype(np.float32)
+        return dataclasses.replace(s, arrays=dataclasses.replace(a, old_logp_BT=old))
+
+    monkeypatch.setattr(rl_loop, "score_batch", skewed)
+    ratios = {}
+    for recompute in (True, False):
+        run = tmp_path / str(recompute)
+        _rl(run, steps=1, **{"rl.recompute_old_logp": recompute, "rl.kl_coef": 0.1,
+                             "train.micro_batch_size": 2})
+        row = read_metrics(str(run / "metrics.jsonl"))[0]
+        ratios[recompute] = row["pg/ratio"]
+        assert abs(row["kl/ref"]) < 1e-6, row["kl/ref"]
+    assert abs(ratios[True] - 1.0) < 1e-6, ratios
+    assert abs(ratios[False] - np.exp(-0.5)) < 1e-3, ratios
 
 
 def test_persistent_compilation_cache_is_written(tmp_path):
