@@ -121,3 +121,21 @@ def test_training_reward_and_evaluation_verdict_agree_on_the_shared_set():
         want_acc = np.mean([grade(r["completion"], rec, style).correct
                             for r, rec in zip(group, records)])
         assert evaluated["all"]["accuracy"] == pytest.approx(want_acc)  # evaluation accuracy
+
+
+def test_batches_pad_to_a_bucket_of_their_longest_row():
+    from toolrl_jax.scoring.arrays import bucketed_length
+
+    assert [bucketed_length(n, 16, 64) for n in (1, 16, 17, 50, 64)] == [16, 16, 32, 64, 64]
+    with pytest.raises(ValueError, match="row of 65 tokens exceeds the train length 64"):
+        bucketed_length(65, 16, 64)
+    a = trajectory_arrays([_traj("a"), _traj("b", n_sampled=2)], seq_len=32, max_calls=1)
+    cut = a.truncate(bucketed_length(a.longest, 4, 32))
+    assert a.longest == 7 and cut.tokens_BT.shape == (2, 8) and cut.call_status_BK.shape == (2, 1)
+    np.testing.assert_array_equal(cut.tokens_BT, a.tokens_BT[:, :8])
+    with pytest.raises(ValueError, match="would cut rows of 7 tokens"):
+        a.truncate(6)
+    b = sft_batch([{"tokens": [5, 6, 7], "loss_mask": [0, 1, 1]}], seq_len=64, bucket=16)
+    assert b.tokens_BT.shape == (1, 16)
+    with pytest.raises(ValueError, match="SFT example of 70 tokens exceeds the train length 64"):
+        sft_batch([{"tokens": [1] * 70, "loss_mask": [1] * 70}], seq_len=64, bucket=16)

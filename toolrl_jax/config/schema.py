@@ -191,6 +191,10 @@ class TrainConfig:
     # Persistent XLA compilation cache (a local dir or a gs:// URI): a restarted or resumed job
     # loads its compiled step and rollout programs instead of compiling them again. "" = off.
     compilation_cache_dir: str = ""
+    # "bucket": each batch is padded to the next multiple of rollout.length_bucket above its
+    # longest row (one compiled step per length met, a few at most); "max": always to the
+    # longest possible row (rollout.max_cache_len / the SFT length; one compiled step).
+    pad_to: Literal["bucket", "max"] = "bucket"
     loggers: tuple[str, ...] = ("jsonl", "tensorboard")  # metric sinks: jsonl, tensorboard, wandb
     # Rematerialisation per decoder layer in the train forward: "full" recomputes each layer's
     # activations in the backward pass (saves only layer inputs), "save_dots" keeps the

@@ -103,16 +103,18 @@ def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
     state, start = _restore(ckpt, state, it)
     seq_len = round_up(sc.seq_len or cfg.data.sft_max_len, cfg.rollout.length_bucket)
     micro = sc.batch_size // cfg.train.micro_batch_size if cfg.train.micro_batch_size else 1
-    step_fn = None
+    bucket = cfg.rollout.length_bucket if cfg.train.pad_to == "bucket" else 0
+    steps_by_len: dict[int, object] = {}  # one compiled step per padded length
     progress = Progress(sc.steps, "sft", every=max(sc.steps // 20, 1), keys=["nll", "entropy"])
     with jax.set_mesh(exp.mesh):
         for step in range(start, sc.steps):
-            batch = sft_batch(next(it), seq_len)
-            if step_fn is None:
-                step_fn = jit_step(build_step(policy, tx, sft_loss_fn(cfg.train.logit_chunk),
-                                              micro_batches=micro, schedule=schedule),
-                                   state, exp.mesh, batch)
-            state, metrics = step_fn(state, batch)
+            batch = sft_batch(next(it), seq_len, bucket)
+            length = batch.tokens_BT.shape[1]
+            if length not in steps_by_len:
+                steps_by_len[length] = jit_step(
+                    build_step(policy, tx, sft_loss_fn(cfg.train.logit_chunk),
+                               micro_batches=micro, schedule=schedule), state, exp.mesh, batch)
+            state, metrics = steps_by_len[length](state, batch)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             _log(logger, progress, step + 1, step + 1, metrics, SFT_KEYS[:2])
             ckpt.save(step + 1, state, {"data_iter": it.get_state(), "phase": "sft"},

@@ -39,6 +39,29 @@ class TrajectoryArrays:
     num_calls_B: np.ndarray  # int32
     length_B: np.ndarray  # int32; generated (sampled) tokens
 
+    @property
+    def longest(self) -> int:
+        """Tokens in the longest row (prompt + response + tool results)."""
+        return int(self.attn_mask_BT.sum(axis=1).max(initial=0))
+
+    def truncate(self, seq_len: int) -> TrajectoryArrays:
+        """The same rows padded to ``seq_len`` instead (every ``[B, T]`` field cut; nothing real
+        may be cut: ``seq_len`` must hold the longest row)."""
+        if seq_len < self.longest:
+            raise ValueError(f"seq_len={seq_len} would cut rows of {self.longest} tokens")
+        cut = {f.name: getattr(self, f.name)[:, :seq_len] for f in dataclasses.fields(self)
+               if f.name.endswith("_BT")}
+        return dataclasses.replace(self, **cut)
+
+
+def bucketed_length(longest: int, bucket: int, maximum: int) -> int:
+    """The padded length for a batch whose longest row has ``longest`` tokens: the next multiple
+    of ``bucket``, at most ``maximum``. Few distinct lengths (one compiled step each) instead of
+    every batch paying for the longest possible row."""
+    if longest > maximum:
+        raise ValueError(f"a row of {longest} tokens exceeds the train length {maximum}")
+    return min(-(-max(longest, 1) // bucket) * bucket, maximum)
+
 
 def trajectory_arrays(trajs: Sequence[Trajectory], seq_len: int, max_calls: int) -> TrajectoryArrays:
     """Pads trajectories into :class:`TrajectoryArrays`.
@@ -90,8 +113,12 @@ class SFTBatch:
     loss_mask_BT: np.ndarray  # float32
 
 
-def sft_batch(examples: Sequence[dict], seq_len: int) -> SFTBatch:
-    """SFT examples (``tokens`` + ``loss_mask`` per example) → a padded :class:`SFTBatch`."""
+def sft_batch(examples: Sequence[dict], seq_len: int, bucket: int = 0) -> SFTBatch:
+    """SFT examples (``tokens`` + ``loss_mask`` per example) → a padded :class:`SFTBatch`, padded
+    to ``seq_len`` or, with ``bucket`` > 0, to :func:`bucketed_length` of its longest example."""
+    if bucket:  # an example longer than seq_len still fails below, with its own message
+        longest = max((len(ex["tokens"]) for ex in examples), default=1)
+        seq_len = min(-(-max(longest, 1) // bucket) * bucket, seq_len)
     b = len(examples)
     tokens = np.zeros((b, seq_len), np.int32)
     attn = np.zeros((b, seq_len), np.int32)

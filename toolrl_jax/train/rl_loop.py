@@ -24,7 +24,7 @@ from toolrl_jax.rl.filters import group_rows, refill
 from toolrl_jax.rl.recipes import Recipe
 from toolrl_jax.rl.rewards import RewardInputs, Rewards
 from toolrl_jax.rollout.engine import RolloutEngine
-from toolrl_jax.scoring.arrays import take_rows
+from toolrl_jax.scoring.arrays import bucketed_length, take_rows
 from toolrl_jax.scoring.scored import Scored, concat_scored, rollout_metrics, score_batch
 from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import Policy
@@ -81,9 +81,9 @@ class RLTrainer:
         # micro-batch size (one mini-batch at a time when micro-batching is off).
         self.logp_passes = self.batch_rows // (micro or self.mini_rows)
         # Replicated outputs: every host reads the whole batch back to cut its mini-batches.
+        self._steps: dict[int, object] = {}  # the jitted step per padded length
         self._prepare = jax.jit(self._prepare_fn,
                                 out_shardings=NamedSharding(self.mesh, PartitionSpec()))
-        self._step = None
 
     # ------------------------------------------------------------------ collection
     def collect(self, params, data_iter, step: int):
@@ -163,6 +163,10 @@ class RLTrainer:
         t0 = time.perf_counter()
         stats0 = dataclasses.replace(self.engine.stats)
         scored, group_weight, counts, rounds = self.collect(state["params"], data_iter, step)
+        if cfg.train.pad_to == "bucket":  # train on the batch's own length, not the longest one
+            length = bucketed_length(scored.arrays.longest, cfg.rollout.length_bucket,
+                                     self.seq_len)
+            scored = dataclasses.replace(scored, arrays=scored.arrays.truncate(length))
         t_rollout = time.perf_counter() - t0
         inputs = reward_inputs(scored)
         rewards = self.recipe.compute_rewards(inputs)
@@ -198,19 +202,21 @@ class RLTrainer:
 
     def _train(self, state, batch: TrainBatch, step: int):
         cfg = self.cfg
-        if self._step is None:
+        length = batch.tokens_BT.shape[1]
+        if length not in self._steps:
             example = take_rows(batch, np.arange(self.mini_rows))
             fn = build_step(self.policy, self.tx, rl_loss_fn(self.recipe, cfg.train.logit_chunk),
                             micro_batches=self.micro_batches, update_beta=self.recipe.update_beta,
                             schedule=self.schedule)
-            self._step = jit_step(fn, state, self.mesh, example)
+            self._steps[length] = jit_step(fn, state, self.mesh, example)
+        step_fn = self._steps[length]
         rng = np.random.default_rng([cfg.train.seed, step])
         outs = []  # device arrays: every mini-step is dispatched before any metric is read
         for _ in range(cfg.train.ppo_epochs):
             order = rng.permutation(self.batch_rows)
             for m in range(cfg.train.mini_batches):
                 rows = order[m * self.mini_rows:(m + 1) * self.mini_rows]
-                state, out = self._step(state, take_rows(batch, rows))
+                state, out = step_fn(state, take_rows(batch, rows))
                 outs.append(out)
         sums: dict[str, float] = {}
         for out in jax.device_get(outs):
