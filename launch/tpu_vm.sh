@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
-# Runs one toolrl_jax command on every worker of a Cloud TPU VM (multi-host: JAX initialises
-# jax.distributed from the TPU environment on each worker; see toolrl_jax/sharding.py).
+# Runs one toolrl_jax command on every worker of a Cloud TPU VM (a pod slice such as v5p-32 =
+# 4 hosts x 4 chips, or a single host), one process per host, all in one jax.distributed job.
 #
-#   TPU_NAME=my-v5e-16 ZONE=us-west4-a bash launch/tpu_vm.sh setup
-#   TPU_NAME=my-v5e-16 ZONE=us-west4-a bash launch/tpu_vm.sh run configs/compare.py \
-#       --config.model.init_from=/mnt/ckpt/Qwen2.5-1.5B-Instruct --workdir gs://bucket/runs/compare
+#   TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh setup
+#   TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh run configs/qwen2_5_7b_tao_rl.py \
+#       --config.model.init_from=/mnt/ckpt/Qwen2.5-7B-Instruct \
+#       --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct --workdir gs://BUCKET/runs/tao_rl
 #
 # `setup` copies this checkout to every worker and installs it with the TPU extra; `run` starts
-# the same command on all workers at once (checkpoints and metrics go to --workdir; use a GCS
-# path so every worker sees the same directory).
+# the same command on all workers at once. Checkpoints and metrics go to --workdir: use a GCS
+# path (or a filesystem every worker mounts) so all workers see the same directory; the model
+# checkpoint must be at the same local path on every worker (nothing is downloaded).
+#
+# Multi-host start-up: `run` exports JAX_COORDINATOR_ADDRESS=<worker 0's internal IP>:8476 on
+# every worker, so toolrl_jax.sharding.maybe_initialize_distributed calls
+# jax.distributed.initialize() on every run, pod or single host, without relying on
+# TPU_WORKER_HOSTNAMES (which a `gcloud ... ssh` shell on a TPU VM does not have: the worker
+# list lives in the VM metadata). jax.distributed.initialize() then takes this process's index
+# and the process count from the TPU metadata; it must run before any other JAX call, which
+# toolrl_jax.main does.
+#
+# Plan first (any machine, CPU; compiles the real train step for 16 simulated chips):
+#   python -m toolrl_jax.main --config configs/qwen2_5_7b_tao_rl.py --config.mode=plan
 set -euo pipefail
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
 PROJECT_FLAG=${PROJECT:+--project=$PROJECT}
 REMOTE_DIR=${REMOTE_DIR:-toolrl_jax}
+COORDINATOR_PORT=${COORDINATOR_PORT:-8476}
 ssh_all() {
   gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG --worker=all --command="$1"
 }
@@ -28,7 +42,12 @@ case "${1:-}" in
     shift
     config=${1:?usage: tpu_vm.sh run configs/<name>.py [--config.x=y ...]}
     shift
-    ssh_all "cd $REMOTE_DIR && HF_HUB_OFFLINE=1 .venv/bin/python -m toolrl_jax.main --config $config $*"
+    coordinator=$(gcloud compute tpus tpu-vm describe "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG \
+      --format='value(networkEndpoints[0].ipAddress)')
+    [ -n "$coordinator" ] || { echo "no worker IP from gcloud compute tpus tpu-vm describe" >&2; exit 1; }
+    ssh_all "cd $REMOTE_DIR && JAX_COORDINATOR_ADDRESS=$coordinator:$COORDINATOR_PORT \
+      HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+      .venv/bin/python -m toolrl_jax.main --config $config $*"
     ;;
   *)
     echo "usage: TPU_NAME=... ZONE=... bash launch/tpu_vm.sh {setup|run configs/<name>.py [flags]}" >&2

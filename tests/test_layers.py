@@ -43,6 +43,7 @@ LAYERS = {
     "toolrl_jax.experiment": 9,
     "toolrl_jax.testing": 9,
     "toolrl_jax.main": 10,
+    "toolrl_jax.testing.multihost": 10,  # drives whole experiments, like main
 }
 
 

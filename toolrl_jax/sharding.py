@@ -174,12 +174,17 @@ def check_heads_fit_mesh(model_cfg, mesh: Mesh) -> None:
 def maybe_initialize_distributed() -> bool:
     """Calls ``jax.distributed.initialize()`` on multi-host runs (before any other JAX call).
 
-    Multi-host is detected from the standard coordinator variables or Cloud TPU's worker list;
-    single-host runs skip initialisation so CPU tests and laptops are unaffected.
+    Multi-host is: the standard coordinator variable (``JAX_COORDINATOR_ADDRESS``, set by
+    ``launch/tpu_vm.sh`` and by GPU cluster launchers), Cloud TPU's worker list, a Cloud TPU VM
+    (``TPU_ACCELERATOR_TYPE`` or ``/dev/accel0``: there ``initialize()`` reads the topology from
+    the VM and is harmless on a single host — a pod shell often has no worker list in its
+    environment), or ``TOOLRL_DISTRIBUTED=1``. CPU tests and laptops are unaffected.
     """
-    multi_host = bool(os.environ.get("JAX_COORDINATOR_ADDRESS")) or "," in os.environ.get(
-        "TPU_WORKER_HOSTNAMES", ""
-    )
+    multi_host = (bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+                  or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+                  or bool(os.environ.get("TPU_ACCELERATOR_TYPE"))
+                  or os.path.exists("/dev/accel0")
+                  or os.environ.get("TOOLRL_DISTRIBUTED") == "1")
     if multi_host:
         jax.distributed.initialize()
     return multi_host

@@ -21,6 +21,7 @@ from toolrl_jax.config.schema import (
     MeshConfig,
     ModelConfig,
     OptimConfig,
+    PlanConfig,
     RolloutConfig,
     RopeScalingConfig,
     SFTConfig,
@@ -47,6 +48,7 @@ class Config:
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
     compare: CompareConfig = CompareConfig()
+    plan: PlanConfig = PlanConfig()
 
     def validate(self, path: str) -> None:
         from toolrl_jax.config.rl import RECIPE_PRESETS as RECIPES
@@ -81,7 +83,7 @@ def default_config_dict() -> ml_collections.ConfigDict:
 
 __all__ = [
     "CompareConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "SFTConfig", "MeshConfig",
-    "ModelConfig", "OptimConfig", "RLConfig",
+    "ModelConfig", "OptimConfig", "PlanConfig", "RLConfig",
     "RolloutConfig", "RopeScalingConfig", "ToolsConfig", "TrainConfig", "build", "from_config_dict",
     "load", "parse_overrides", "default_config_dict", "require", "to_dict",
 ]

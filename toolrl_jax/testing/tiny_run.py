@@ -12,7 +12,11 @@ TINY_OVERRIDES = {
     "model.vocab_size": 512,
     "model.param_dtype": "float32",
     "model.dtype": "float32",
-    "model.init_from": "",
+    "model.init_from": "",  # random init: real-scale configs point at a checkpoint dir
+    "data.source": "synthetic",  # ... and at task files / corpora that only exist on their hosts
+    "data.tokenizer": "",  # the demo BPE trained in the work dir
+    "data.sft_max_len": 208,
+    "tools.search.corpus_path": "@generated",  # the synthetic lookup task's corpus
     "data.num_train": 64,
     "data.num_heldout": 8,
     "data.demo_vocab_size": 400,
@@ -35,6 +39,8 @@ TINY_OVERRIDES = {
     "mesh.data": 1,
     "mesh.fsdp": 1,
     "mesh.tensor": 1,
+    "plan.devices": 0,  # mode=plan: plan on the test process's devices, in process
+    "plan.slice_layers": 0,
 }
 
 
