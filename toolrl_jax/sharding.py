@@ -223,3 +223,21 @@ def lead_decides(value: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))
+
+
+def constrain_rows(x):
+    """Pins an activation's rows (dim 0) to the ``batch`` rule's mesh axes (data × fsdp).
+
+    Without it GSPMD is free to keep a micro-batch whole on every chip of the fsdp axis and split
+    the matmul contractions instead (the weights' layout), so activation memory would grow with
+    fsdp. A no-op outside a mesh context, or when the rows do not divide over those axes (then
+    GSPMD decides, as before).
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    axes = tuple(a for a in _mesh_axes_of("batch") if a in mesh.shape and mesh.shape[a] > 1)
+    size = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    if size == 1 or x.shape[0] % size:
+        return x
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(axes, *([None] * (x.ndim - 1))))

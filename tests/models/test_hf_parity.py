@@ -33,11 +33,13 @@ def _hf_logits(path, tokens, mask):
     return out.logits.numpy()
 
 
+@pytest.mark.parametrize("scan_layers", [False, True])
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_logits_match_transformers(tmp_path, arch):
+def test_logits_match_transformers(tmp_path, arch, scan_layers):
     cfg = CONFIGS[arch]()
     write_transformers_checkpoint(str(tmp_path), cfg, seed=1)
-    ours = load_hf(str(tmp_path))
+    ours = load_hf(str(tmp_path), scan_layers=scan_layers)
+    assert ours.cfg.scan_layers == scan_layers
     assert ours.cfg.tie_embeddings == cfg.tie_embeddings
     assert ours.cfg.rope_scaling == cfg.rope_scaling
     tokens, mask, lengths = _batch(cfg.vocab_size)
@@ -48,12 +50,13 @@ def test_logits_match_transformers(tmp_path, arch):
     assert np.abs(ref).max() > 0.1  # not a degenerate all-zero model
 
 
+@pytest.mark.parametrize("scan_layers", [False, True])
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_save_hf_loads_in_transformers(tmp_path, arch):
+def test_save_hf_loads_in_transformers(tmp_path, arch, scan_layers):
     cfg = CONFIGS[arch]()
     src, dst = tmp_path / "src", tmp_path / "dst"
     write_transformers_checkpoint(str(src), cfg, seed=2)
-    ours = load_hf(str(src))
+    ours = load_hf(str(src), scan_layers=scan_layers)
     save_hf(ours, str(dst))
     model, info = transformers.AutoModelForCausalLM.from_pretrained(
         str(dst), dtype=torch.float32, output_loading_info=True

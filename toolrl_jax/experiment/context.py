@@ -110,6 +110,9 @@ class Experiment:
                                 scan_layers=m.scan_layers, attention=m.attention)
             else:
                 model = init_sharded(self.cfg.model, self.mesh, self.cfg.train.seed)
+            # The train step's forward checkpoints each layer as train.remat says (the attribute
+            # travels in the graphdef; the rollout's cached path ignores it).
+            model.remat = self.cfg.train.remat
             return create_state(model, tx, self.mesh, beta_long)
 
     # ------------------------------------------------------------------ rollout

@@ -11,6 +11,18 @@ Entry points (all pure given the module's parameters; jit them via ``nnx.split``
 Cache index == RoPE position: a row's tokens are contiguous from position 0, so a row's new tokens
 get their own positions, and keys at index >= the row's length (padding, stale writes) are never
 attended to.
+
+Three knobs shape the full forward (they change neither the math nor the cached path):
+
+* ``cfg.attention`` — the attention kernel (:func:`toolrl_jax.models.layers.causal_attention`).
+* ``cfg.scan_layers`` — the layers' params are stacked on a leading ``layers`` axis (one
+  :class:`DecoderLayer` whose every param is ``[num_layers, …]``) and the full forward is one
+  ``lax.scan`` over them, so XLA compiles one layer body whatever the depth.
+* ``Decoder.remat`` — ``"none" | "full" | "save_dots"``: ``jax.checkpoint`` around each layer's
+  forward. It is an attribute of the module, not a ModelConfig field: it is a training-memory
+  choice (``train.remat``) that neither the HF config nor the rollout has any use for. Being a
+  plain attribute it lives in the graphdef, so the trainer sets ``model.remat = cfg.train.remat``
+  before ``nnx.split`` and every module rebuilt from that graphdef (the train step's) has it.
 """
 
 from __future__ import annotations
@@ -27,11 +39,27 @@ from toolrl_jax.models.layers import (
     MLP,
     Attention,
     RMSNorm,
+    causal_attention,
     grouped_attention,
     param,
     rope_inv_freq,
     rope_tables,
 )
+from toolrl_jax.sharding import constrain_rows
+
+# Decoder.remat → the jax.checkpoint policy of each layer (None: no checkpoint at all).
+# "full" saves nothing inside a layer (only its input, the scan carry / loop value, is kept);
+# "save_dots" keeps the outputs of matmuls without batch dims (the q/k/v, o, gate/up and down
+# projections) and recomputes norms, RoPE, attention and activations in the backward pass.
+# Use it with scan_layers: under scan the backward recomputes one layer per iteration by
+# construction, while in an unrolled loop it depends on XLA's scheduler not running every
+# layer's recomputation early. XLA:CPU does run it early (4 layers, T = 256: temp memory
+# 163 -> 155 MiB unscanned vs 171 -> 51 MiB scanned; tests/models/test_remat.py prints both).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 @jax.tree_util.register_dataclass
@@ -89,18 +117,61 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
         self.mlp = MLP(cfg, rngs)
 
+    def __call__(self, x_BTD, rope, attend):
+        """One pre-norm block; ``attend(q, k, v) -> [B, T, H, hd]`` is the attention kernel."""
+        q, k, v = self.self_attn.project_qkv(self.input_layernorm(x_BTD), rope)
+        x_BTD = x_BTD + self.self_attn.output(attend(q, k, v))
+        return x_BTD + self.mlp(self.post_attention_layernorm(x_BTD))
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def stack_layers(layers: list[DecoderLayer]) -> DecoderLayer:
+    """One DecoderLayer whose params are the given layers' params stacked on a new leading axis,
+    with the logical axis name ``"layers"`` prepended (replicated by ``sharding.LOGICAL_RULES``:
+    each device holds its shard of every layer, as with separate per-layer arrays).
+
+    Built from per-layer modules (not a vmapped init) so a scanned model initialised from a seed
+    has exactly the weights of the unscanned one from the same seed.
+    """
+    graphdef, _ = nnx.split(layers[0])
+
+    def stack(*vs):
+        return vs[0].replace(jnp.stack([v.get_value() for v in vs]),
+                             axes=("layers", *vs[0].axes))
+
+    return nnx.merge(graphdef, jax.tree.map(stack, *[nnx.state(layer) for layer in layers],
+                                            is_leaf=_is_variable))
+
 
 class Decoder(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, remat: str = "none"):
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={remat!r} is not one of {list(REMAT_POLICIES)}")
         self.cfg = cfg
+        self.remat = remat
         pdt = DTYPES[cfg.param_dtype]
         self.embed_tokens = param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pdt,
                                   0.02)
-        self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
+        layers = [DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)]
+        # scan_layers: one DecoderLayer of [L, …] params; otherwise a list of L DecoderLayers.
+        self.layers = stack_layers(layers) if cfg.scan_layers else nnx.List(layers)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
         if not cfg.tie_embeddings:
             self.lm_head = param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pdt,
                                  0.02)
+
+    def layer_list(self) -> list[DecoderLayer]:
+        """The layers as L modules; with scan_layers, modules over static slices ``[i]`` of the
+        stacked params (taken inside the traced program, so XLA sees which slice each matmul
+        reads; whether it copies a slice or reads it in place is its choice)."""
+        if not self.cfg.scan_layers:
+            return list(self.layers)
+        graphdef, state = nnx.split(self.layers)
+        return [nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], state))
+                for i in range(self.cfg.num_layers)]
 
     def _inv_freq(self) -> jax.Array:
         # Derived from the config, not stored: it is a compile-time constant, not a parameter.
@@ -122,23 +193,66 @@ class Decoder(nnx.Module):
         return jnp.take(self.embed_tokens[...], tokens_BT, axis=0).astype(DTYPES[self.cfg.dtype])
 
     # ------------------------------------------------------------------ full forward
-    def hidden(self, tokens_BT, attn_mask_BT=None, positions_BT=None) -> jax.Array:
-        """Final-norm hidden states ``[B, T, D]`` for right-padded rows (causal, padding masked)."""
+    def hidden(self, tokens_BT, attn_mask_BT=None, positions_BT=None, *,
+               remat: str | None = None) -> jax.Array:
+        """Final-norm hidden states ``[B, T, D]`` for right-padded rows (causal, padding masked).
+
+        ``attn_mask_BT`` (1 on real tokens) must be right padding — a prefix of ones per row —
+        for every kernel but ``"reference"`` (the fused kernels take row lengths); padded query
+        rows' attention output is zero. ``remat`` overrides :attr:`remat` for this call.
+        """
         b, t = tokens_BT.shape
         if attn_mask_BT is None:
             attn_mask_BT = jnp.ones((b, t), bool)
         attn_mask_BT = attn_mask_BT.astype(bool)
         if positions_BT is None:
             positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-        causal = jnp.tril(jnp.ones((t, t), bool))
-        allowed = causal[None] & attn_mask_BT[:, None, :]
         x = self._embed(tokens_BT)
         rope = rope_tables(positions_BT, self._inv_freq())
-        for layer in self.layers:
-            h = layer.input_layernorm(x)
-            q, k, v = layer.self_attn.project_qkv(h, rope)
-            x = x + layer.self_attn.output(grouped_attention(q, k, v, allowed))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        if self.cfg.attention == "reference":
+            # Today's mask-based path, any mask; padded query rows are masked too, so they give
+            # zeros exactly as the fused kernels' padded rows do (their values are never used).
+            causal = jnp.tril(jnp.ones((t, t), bool))
+            allowed = causal[None] & attn_mask_BT[:, None, :] & attn_mask_BT[:, :, None]
+
+            def attend(q, k, v):
+                return grouped_attention(q, k, v, allowed)
+        else:
+            lengths_B = jnp.sum(attn_mask_BT, axis=1, dtype=jnp.int32)
+
+            def attend(q, k, v):
+                return causal_attention(q, k, v, lengths_B, self.cfg.attention)
+
+        mode = self.remat if remat is None else remat
+        if mode not in REMAT_POLICIES:
+            raise ValueError(f"remat={mode!r} is not one of {list(REMAT_POLICIES)}")
+        policy = REMAT_POLICIES[mode]
+
+        def block(graphdef):
+            # A pure function of (x, one layer's params) so jax.checkpoint / lax.scan can take
+            # it; rope and the attention closure are the same for every layer.
+            def run(x_BTD, layer_state):
+                x_BTD = constrain_rows(x_BTD)  # rows over (data, fsdp): see sharding.constrain_rows
+                return nnx.merge(graphdef, layer_state)(x_BTD, rope, attend)
+
+            if policy is None:
+                return run
+            # prevent_cse=False under scan: the scan already stops XLA from merging the forward
+            # and the recomputation (JAX's recommendation for checkpoint inside scan).
+            return jax.checkpoint(run, policy=policy, prevent_cse=not self.cfg.scan_layers)
+
+        if self.cfg.scan_layers:
+            graphdef, stacked = nnx.split(self.layers)
+            run = block(graphdef)
+            x, _ = jax.lax.scan(lambda carry, layer_state: (run(carry, layer_state), None),
+                                x, stacked)
+        elif policy is None:
+            for layer in self.layers:
+                x = layer(constrain_rows(x), rope, attend)
+        else:
+            for layer in self.layers:
+                graphdef, state = nnx.split(layer)
+                x = block(graphdef)(x, state)
         return self.norm(x)
 
     def __call__(self, tokens_BT, attn_mask_BT=None, positions_BT=None) -> jax.Array:
@@ -165,7 +279,12 @@ class Decoder(nnx.Module):
         x = self._embed(tokens_BT)
         rope = rope_tables(positions_BT, self._inv_freq(), max_position=max_len)
         new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
+        # The cached path stays a Python loop over layers with the reference attention kernel:
+        # each layer scatters into its own cache array (updated in place inside the rollout's
+        # while_loop; a scan would need one stacked cache slab, rewritten per step), and its
+        # keys are stored transposed ([B, KV, hd, L], see KVCache) which the fused kernels do
+        # not take. With scan_layers the layers are static slices of the stacked params.
+        for i, layer in enumerate(self.layer_list()):
             h = layer.input_layernorm(x)
             q, k, v = layer.self_attn.project_qkv(h, rope)
             # Indexing [rows, :, (:,) positions] puts the advanced dims first: updates are
@@ -192,11 +311,11 @@ class Decoder(nnx.Module):
         return self.logits(hidden), cache
 
 
-def init_decoder(cfg: ModelConfig, seed: int = 0) -> Decoder:
-    return Decoder(cfg, nnx.Rngs(params=seed))
+def init_decoder(cfg: ModelConfig, seed: int = 0, remat: str = "none") -> Decoder:
+    return Decoder(cfg, nnx.Rngs(params=seed), remat=remat)
 
 
-def init_sharded(cfg: ModelConfig, mesh, seed: int = 0) -> Decoder:
+def init_sharded(cfg: ModelConfig, mesh, seed: int = 0, remat: str = "none") -> Decoder:
     """Creates the model with every parameter born sharded (no full copy on one device).
 
     ``eval_shape`` gives the abstract state, the rules give its shardings, and a jitted init with
@@ -204,7 +323,7 @@ def init_sharded(cfg: ModelConfig, mesh, seed: int = 0) -> Decoder:
     """
     from toolrl_jax.sharding import state_shardings
 
-    abstract = nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(params=seed)))
+    abstract = nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(params=seed), remat=remat))
     graphdef, abstract_state = nnx.split(abstract)
     shardings = state_shardings(abstract_state, mesh)
 

@@ -3,7 +3,11 @@
 ``load_hf`` reads straight into (optionally sharded) parameters: each device slice is read from the
 memory-mapped file, so a large checkpoint never sits whole in host memory. ``save_hf`` writes a
 directory that ``transformers.AutoModelForCausalLM.from_pretrained`` loads with no missing or
-unexpected keys.
+unexpected keys, streaming one tensor at a time (multi-process safe: only process 0 writes).
+
+HF names are per layer (``model.layers.{i}.…``) in both directions; with ``model.scan_layers``
+our layer params are stacked (``layers.mlp.up_proj`` is ``[L, D, F]``) and slice ``i`` of each
+maps to layer i's HF tensor.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from toolrl_jax.config import ModelConfig, RopeScalingConfig
 from toolrl_jax.models.decoder import Decoder
-from toolrl_jax.models.safetensors_io import open_tensors, save_tensors
+from toolrl_jax.models.safetensors_io import open_tensors, write_tensors
 from toolrl_jax.sharding import path_name, state_shardings
 
 SUPPORTED = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
@@ -48,8 +52,13 @@ def check_dtype_name(dtype, what: str = "dtype") -> str:
     return dtype
 
 
-def model_config_from_hf(hf: dict, *, dtype: str = "float32", path: str = "") -> ModelConfig:
-    check_dtype_name(dtype)
+def model_config_from_hf(hf: dict, *, param_dtype: str = "float32", dtype: str | None = None,
+                         path: str = "", scan_layers: bool = False,
+                         attention: str = "auto") -> ModelConfig:
+    """Our config for an HF ``config.json`` dict. ``param_dtype`` is the stored weights' dtype,
+    ``dtype`` the compute dtype (None: the same); ``scan_layers`` / ``attention`` are ours only."""
+    check_dtype_name(param_dtype, "param_dtype")
+    dtype = check_dtype_name(param_dtype if dtype is None else dtype)
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED:
         raise CheckpointError(
@@ -91,8 +100,10 @@ def model_config_from_hf(hf: dict, *, dtype: str = "float32", path: str = "") ->
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         qkv_bias=qkv_bias,
         max_position=int(hf.get("max_position_embeddings", 2048)),
-        param_dtype=dtype,
+        param_dtype=param_dtype,
         dtype=dtype,
+        scan_layers=scan_layers,
+        attention=attention,
     )
     cfg.validate("hf_config")
     return cfg
@@ -155,6 +166,18 @@ def hf_name(ours: str) -> tuple[str, bool]:
     raise CheckpointError(f"no HF name for parameter '{ours}'")
 
 
+_STACKED = re.compile(r"^layers\.(?!\d+\.)(.+)$")  # layers.<module path>: no layer index
+
+
+def hf_names(ours: str, num_layers: int) -> list[tuple[str, bool]] | None:
+    """For a stacked (scan_layers) param ``layers.X`` of shape ``[L, …]``: the HF name and
+    transpose flag of each slice, ``model.layers.{i}.X…`` for i < L. None for other params."""
+    m = _STACKED.match(ours)
+    if m is None:
+        return None
+    return [hf_name(f"layers.{i}.{m.group(1)}") for i in range(num_layers)]
+
+
 def _param_paths(state) -> list[tuple[str, tuple]]:
     flat = jax.tree_util.tree_flatten_with_path(
         state, is_leaf=lambda x: isinstance(x, nnx.Variable)
@@ -185,17 +208,31 @@ def _open_checkpoint(path: str) -> dict[str, np.ndarray]:
     raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
 
 
-def load_hf(path: str, dtype: str = "float32", mesh: Mesh | None = None) -> Decoder:
-    """Loads an HF Qwen2/Llama checkpoint directory into a Decoder (sharded when ``mesh`` given)."""
+def load_hf(path: str, param_dtype: str = "float32", dtype: str | None = None,
+            mesh: Mesh | None = None, *, scan_layers: bool = False,
+            attention: str = "auto") -> Decoder:
+    """Loads an HF Qwen2/Llama checkpoint directory into a Decoder (sharded when ``mesh`` given).
+
+    ``param_dtype``: the dtype the weights are stored in (fp32 master weights by default);
+    ``dtype``: the compute / activation dtype (None: ``param_dtype``), so a bf16-compute model
+    with fp32 master weights is ``load_hf(path, "float32", "bfloat16")``. Both are dtype names
+    (``"float32"`` / ``"bfloat16"``), as in the config. ``scan_layers`` / ``attention`` are the
+    run's ``model.scan_layers`` / ``model.attention`` (config.json knows nothing of them).
+    """
     cfg_path = os.path.join(path, "config.json")
     if not os.path.exists(cfg_path):
         raise CheckpointError(f"{path}: no config.json")
     with open(cfg_path) as f:
-        cfg = model_config_from_hf(json.load(f), dtype=dtype, path=path)
+        cfg = model_config_from_hf(json.load(f), param_dtype=param_dtype, dtype=dtype, path=path,
+                                   scan_layers=scan_layers, attention=attention)
     return load_hf_into(cfg, path, mesh)
 
 
 def load_hf_into(cfg: ModelConfig, path: str, mesh: Mesh | None = None) -> Decoder:
+    """The checkpoint at ``path`` as a Decoder of config ``cfg``; with ``mesh`` every leaf is
+    built directly in its sharding from the memory-mapped file (``make_array_from_callback``
+    reads only the slices this process's devices hold; for a stacked leaf, those slices of each
+    layer's tensor)."""
     tensors = _open_checkpoint(path)
     abstract = nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
@@ -203,26 +240,39 @@ def load_hf_into(cfg: ModelConfig, path: str, mesh: Mesh | None = None) -> Decod
     target = jnp.dtype(cfg.param_dtype)
     used = set()
 
-    def load_leaf(path_tuple, var):
-        name = path_name(path_tuple)
-        key, transpose = hf_name(name)
+    def source(key: str, transpose: bool, name: str, shape: tuple[int, ...]):
+        """HF tensor ``key`` as our orientation (a lazy memmap view), shape-checked."""
         if key not in tensors:
             raise CheckpointError(f"{path}: checkpoint is missing tensor '{key}' (for {name})")
         used.add(key)
         src = tensors[key].T if transpose else tensors[key]
-        shape = tuple(var.get_value().shape)
         if tuple(src.shape) != shape:
             raise CheckpointError(
                 f"{path}: tensor '{key}' has shape {tuple(tensors[key].shape)}, expected "
                 f"{shape[::-1] if transpose else shape} from config.json"
             )
+        return src
+
+    def load_leaf(path_tuple, var):
+        name = path_name(path_tuple)
+        shape = tuple(var.get_value().shape)
+        per_layer = hf_names(name, cfg.num_layers)
+        if per_layer is None:
+            src = source(*hf_name(name), name, shape)
+
+            def read(idx, src=src):
+                return np.asarray(src[idx]).astype(target)
+        else:  # stacked [L, …]: slice i of the leaf is layer i's HF tensor
+            srcs = [source(key, transpose, name, shape[1:]) for key, transpose in per_layer]
+
+            def read(idx, srcs=srcs):
+                layers = range(len(srcs))[idx[0]]
+                return np.stack([np.asarray(srcs[i][idx[1:]]).astype(target) for i in layers])
         if shardings is None:
-            value = jnp.asarray(np.asarray(src), dtype=target)
+            value = jnp.asarray(read(tuple(slice(None) for _ in shape)))
         else:
             sharding = _lookup(shardings, path_tuple).get_value()
-            value = jax.make_array_from_callback(
-                shape, sharding, lambda idx, src=src: np.asarray(src[idx]).astype(target)
-            )
+            value = jax.make_array_from_callback(shape, sharding, read)
         return var.replace(value)
 
     state = jax.tree_util.tree_map_with_path(
@@ -245,12 +295,52 @@ def _lookup(tree, path_tuple):
 
 
 # ----------------------------------------------------------------------------- save
+def _replicated_fetchers():
+    """``fetch(value, layer) -> jax.Array`` fully replicated over ``value``'s mesh: the whole
+    param (``layer=None``) or its slice ``[layer]``.
+
+    A jitted identity (or slice) with ``out_shardings = P()`` is what makes export multi-process
+    safe: every process runs the same all-gather, after which process 0 holds the whole tensor
+    on its own devices. Only one tensor (one layer's slice of a stacked param) is replicated at
+    a time, so the export needs one tensor of headroom per device, not a second copy of the
+    model. The layer index is an array argument, so a stacked leaf compiles once, not L times.
+    """
+    jitted: dict = {}
+
+    def fetch(value, layer: int | None):
+        sharding = value.sharding
+        if not isinstance(sharding, NamedSharding):  # one device: nothing to gather
+            return value if layer is None else value[layer]
+        replicated = NamedSharding(sharding.mesh, PartitionSpec())
+        key = (replicated, layer is None)
+        if key not in jitted:
+            if layer is None:
+                jitted[key] = jax.jit(lambda x: x, out_shardings=replicated)
+            else:
+                jitted[key] = jax.jit(lambda x, i: jax.lax.dynamic_index_in_dim(x, i, 0, False),
+                                      out_shardings=replicated)
+        if layer is None:
+            return jitted[key](value)
+        # Every process passes the same index, as a global (replicated) array.
+        index = jax.make_array_from_callback((), replicated, lambda _: np.int32(layer))
+        return jitted[key](value, index)
+
+    return fetch
+
+
 def save_hf(model: Decoder, path: str, dtype: str | None = None, tokenizer_dir: str = "") -> None:
-    """Writes ``config.json`` + ``model.safetensors`` (+ tokenizer files when given)."""
+    """Writes ``config.json`` + ``model.safetensors`` (+ tokenizer files when given).
+
+    Every process must call it (the gathers are collectives); only process 0 writes, one tensor
+    at a time: the safetensors header is written from the params' shapes first, then each tensor
+    is gathered (replicated), converted on the host and appended. Other processes write nothing
+    and return once process 0 has finished, so the export exists when any of them returns.
+    """
     cfg = model.cfg
     dtype = check_dtype_name(dtype or cfg.param_dtype)
     np_dtype = np.dtype(jnp.dtype(dtype))
-    os.makedirs(path, exist_ok=True)
+    lead = jax.process_index() == 0
+    hf_config = model_config_to_hf(cfg, dtype)  # on every process: a refusal raises everywhere
     state = nnx.state(model, nnx.Param)
     leaves = dict(
         zip(
@@ -258,22 +348,49 @@ def save_hf(model: Decoder, path: str, dtype: str | None = None, tokenizer_dir: 
             jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, nnx.Variable)), strict=False,
         )
     )
-    tensors = {}
+    # HF key -> (our leaf value, layer slice or None, transpose); shapes as HF stores them.
+    plan: dict[str, tuple[jax.Array, int | None, bool]] = {}
+    specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
     for name, var in leaves.items():
-        key, transpose = hf_name(name)
-        arr = np.asarray(jax.device_get(var.get_value())).astype(np_dtype)
-        tensors[key] = np.ascontiguousarray(arr.T if transpose else arr)
-    tmp = os.path.join(path, "model.safetensors.tmp")
-    save_tensors(tmp, tensors, metadata={"format": "pt"})
-    os.replace(tmp, os.path.join(path, "model.safetensors"))  # never leave a half-written file
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(model_config_to_hf(cfg, dtype), f, indent=2)
-    if tokenizer_dir:
-        import shutil
+        value = var.get_value()
+        per_layer = hf_names(name, cfg.num_layers)
+        entries = ([(*hf_name(name), None)] if per_layer is None
+                   else [(key, transpose, i) for i, (key, transpose) in enumerate(per_layer)])
+        for key, transpose, layer in entries:
+            shape = tuple(value.shape[1:] if layer is not None else value.shape)
+            plan[key] = (value, layer, transpose)
+            specs[key] = (np_dtype, shape[::-1] if transpose else shape)
+    fetch = _replicated_fetchers()
 
-        for fname in os.listdir(tokenizer_dir):
-            if fname.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template")):
-                shutil.copy(os.path.join(tokenizer_dir, fname), path)
+    def produce(key: str) -> np.ndarray:
+        value, layer, transpose = plan[key]
+        whole = fetch(value, layer)
+        if not lead:
+            return None
+        arr = np.asarray(whole.addressable_data(0)).astype(np_dtype)
+        return np.ascontiguousarray(arr.T if transpose else arr)
+
+    if lead:
+        os.makedirs(path, exist_ok=True)
+        tmp = os.path.join(path, "model.safetensors.tmp")
+        write_tensors(tmp, specs, produce, metadata={"format": "pt"})
+        os.replace(tmp, os.path.join(path, "model.safetensors"))  # never a half-written file
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(hf_config, f, indent=2)
+        if tokenizer_dir:
+            import shutil
+
+            for fname in os.listdir(tokenizer_dir):
+                if fname.startswith(("tokenizer", "special_tokens", "vocab", "merges",
+                                     "chat_template")):
+                    shutil.copy(os.path.join(tokenizer_dir, fname), path)
+    else:
+        for key in sorted(specs):  # the same gathers, in the same order, as process 0's writer
+            produce(key)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"save_hf:{path}")
 
 
 def config_with_dtype(cfg: ModelConfig, dtype: str) -> ModelConfig:

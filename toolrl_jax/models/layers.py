@@ -1,7 +1,13 @@
 """Building blocks of the Qwen2/Llama decoder: RMSNorm, RoPE (default + Llama-3 scaling), attention math.
 
 Parameters carry a ``axes`` metadata tuple of *logical* axis names; ``toolrl_jax.sharding`` maps
-those to mesh axes. Glossary: embed (D), vocab (V), q_heads (H*hd), kv_heads (KV*hd), mlp (F).
+those to mesh axes. Glossary: embed (D), vocab (V), q_heads (H*hd), kv_heads (KV*hd), mlp (F),
+layers (the leading axis of stacked layer params when ``model.scan_layers``).
+
+Attention has two entry points: :func:`grouped_attention` (plain XLA, any boolean mask, either KV
+layout: the CPU reference and the cached decode path) and :func:`causal_attention` (causal
+self-attention over right-padded rows, dispatched to a fused kernel: cuDNN flash attention on GPU,
+Pallas splash attention on TPU, XLA's ``jax.nn.dot_product_attention`` elsewhere).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from toolrl_jax.config import ModelConfig, RopeScalingConfig
@@ -32,7 +39,9 @@ class RMSNorm(nnx.Module):
         # Normalise in fp32 as HF does, then cast back before scaling (matters for bf16 parity).
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        w = self.weight[...].reshape((1,) * (x.ndim - 1) + (-1,))  # [D] -> [1, ..., 1, D]
+        # The weight is cast to the compute dtype too: fp32 master weights must not promote a
+        # bf16 activation back to fp32 (every matmul after the norm would then run in fp32).
+        w = self.weight[...].astype(x.dtype).reshape((1,) * (x.ndim - 1) + (-1,))  # [1, .., D]
         return w * x32.astype(x.dtype)
 
 
@@ -110,6 +119,173 @@ def grouped_attention(q_BTHK, k, v, allowed_BTS, kv_layout: str = "BSNK"):
     out = jax.lax.dot_general(probs, v, (((2,), (1,)), ((0,), (0,))))  # [BN, GT, K]
     out = out.reshape(b, n, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
     return out.astype(q_BTHK.dtype)
+
+
+ATTENTION_CHOICES = ("auto", "xla", "cudnn", "splash", "reference")
+
+
+def _splash_fits(q_BTHK, num_kv_heads: int) -> bool:
+    """Whether the splash kernel takes these shapes (and the current mesh): sequence a multiple of
+    its 128-wide blocks, head dim a multiple of 128 (the lane width; smaller head dims are not
+    tried because we could not test them on a TPU), rows / KV heads divisible by the mesh axes
+    the wrapper shards them over."""
+    b, t, _, hd = q_BTHK.shape
+    if t % 128 or hd % 128:
+        return False
+    if jax.sharding.get_abstract_mesh().empty and jax.device_count() > 1:
+        # Several devices but no context mesh (jax.set_mesh) to shard_map over: GSPMD may have
+        # sharded the inputs, and a Pallas call has no partitioning rule. XLA then.
+        return False
+    batch_n, head_n = _mesh_split_sizes()
+    return b % batch_n == 0 and num_kv_heads % head_n == 0
+
+
+def resolve_attention(impl: str, q_BTHK, num_kv_heads: int) -> str:
+    """``"auto"`` → the kernel for this backend and these shapes; other names are returned as is.
+
+    GPU: ``"cudnn"`` (flash attention) when the compute dtype is bf16/fp16 (cuDNN has no fp32
+    kernel) and the head dim is a multiple of 8 no larger than 256; JAX checks the exact limits
+    while tracing (head dim ≤ 128 before Hopper, the cuDNN version, …) and
+    :func:`causal_attention` falls back to XLA if they refuse. TPU: ``"splash"``
+    (``jax.experimental.pallas.ops.tpu.splash_attention``) when :func:`_splash_fits`, which on
+    more than one device needs the step traced under ``jax.set_mesh``. Otherwise ``"xla"``.
+    (cuDNN and splash have not run in this repo's tests: no GPU / TPU there; see
+    ``tests/models/test_attention.py`` for what is checked on CPU.)
+    """
+    if impl not in ATTENTION_CHOICES:
+        raise ValueError(f"attention={impl!r} is not one of {list(ATTENTION_CHOICES)}")
+    if impl != "auto":
+        return impl
+    backend = jax.default_backend()
+    hd = q_BTHK.shape[-1]
+    if backend in ("gpu", "cuda") and q_BTHK.dtype in (jnp.bfloat16, jnp.float16) and hd % 8 == 0 \
+            and hd <= 256:
+        return "cudnn"
+    if backend == "tpu" and _splash_fits(q_BTHK, num_kv_heads):
+        return "splash"
+    return "xla"
+
+
+def causal_attention(q_BTHK, k_BSNK, v_BSNK, lengths_B, impl: str = "auto", *,
+                     interpret: bool = False):
+    """Causal self-attention of right-padded rows, ``[B, T, H, hd]`` → ``[B, T, H, hd]``.
+
+    Row b holds ``lengths_B[b]`` real tokens at positions ``0 … lengths_B[b]-1`` (the attention
+    mask is a prefix of ones: right padding, as every caller builds it). Query t attends to keys
+    ``s <= t`` with ``s < lengths_B[b]``; padded query rows (``t >= lengths_B[b]``) get exact
+    zeros, never NaN, whichever kernel runs (each kernel treats fully-masked rows its own way, so
+    the zeros are imposed here). ``k``/``v`` have N = H / group KV heads (GQA): every kernel takes
+    the grouped heads directly, no KV repeat.
+
+    ``impl``: ``"reference"`` (:func:`grouped_attention`, fp32 softmax, the CPU reference),
+    ``"xla"`` (``jax.nn.dot_product_attention(implementation="xla")``), ``"cudnn"`` (its cuDNN
+    flash kernel: bf16/fp16 only, raises otherwise), ``"splash"`` (the TPU Pallas kernel, see
+    :func:`splash_causal_attention`; ``interpret=True`` runs it in the Pallas interpreter, how
+    it is tested on CPU) or ``"auto"`` (:func:`resolve_attention`; when cuDNN refuses the
+    shapes at trace time it falls back to XLA).
+    """
+    b, t, h, hd = q_BTHK.shape
+    n = k_BSNK.shape[2]
+    lengths_B = lengths_B.astype(jnp.int32)
+    valid_BT = jnp.arange(t, dtype=jnp.int32)[None, :] < lengths_B[:, None]
+    choice = resolve_attention(impl, q_BTHK, n)
+    if choice == "reference":
+        allowed = jnp.tril(jnp.ones((t, t), bool))[None] & valid_BT[:, None, :] & valid_BT[:, :, None]
+        out = grouped_attention(q_BTHK, k_BSNK, v_BSNK, allowed)
+    elif choice == "splash":
+        out = splash_causal_attention(q_BTHK, k_BSNK, v_BSNK, lengths_B, interpret=interpret)
+    else:
+        def fused(implementation):
+            # Lengths, not a [B, T, S] mask: cuDNN then skips the padded and the upper-triangle
+            # blocks instead of reading a mask (XLA builds the same mask either way).
+            return jax.nn.dot_product_attention(
+                q_BTHK, k_BSNK, v_BSNK, is_causal=True, query_seq_lengths=lengths_B,
+                key_value_seq_lengths=lengths_B, implementation=implementation)
+
+        if choice == "cudnn" and impl == "auto":
+            try:  # JAX checks cuDNN's shape / version limits while tracing: fall back if refused
+                out = fused("cudnn")
+            except (NotImplementedError, ValueError, RuntimeError):
+                out = fused("xla")
+        else:
+            out = fused(choice)
+    # where, not multiply: a kernel's fully-masked row may hold NaN, and NaN * 0 is NaN.
+    return jnp.where(valid_BT[:, :, None, None], out, 0).astype(q_BTHK.dtype)
+
+
+# ----------------------------------------------------------------------------- TPU splash kernel
+_BATCH_MESH_AXES = ("data", "fsdp")  # toolrl_jax.sharding.LOGICAL_RULES["batch"]
+_HEAD_MESH_AXIS = "tensor"  # LOGICAL_RULES["q_heads"] / ["kv_heads"]
+
+
+def _mesh_split_sizes() -> tuple[int, int]:
+    """(devices the batch is split over, devices the heads are split over) in the context mesh."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return 1, 1
+    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    return (int(np.prod([sizes.get(a, 1) for a in _BATCH_MESH_AXES])),
+            sizes.get(_HEAD_MESH_AXIS, 1))
+
+
+def splash_causal_attention(q_BTHK, k_BSNK, v_BSNK, lengths_B, *, interpret: bool = False):
+    """Causal GQA attention with the maintained Pallas TPU kernel
+    ``jax.experimental.pallas.ops.tpu.splash_attention`` (block-sparse flash attention: blocks
+    above the diagonal are skipped, not masked).
+
+    Layout: the kernel is MQA-shaped (``[G, T, hd]`` queries against one ``[T, hd]`` KV head), so
+    it is vmapped over rows and KV heads. Right padding becomes segment ids (1 = real token,
+    0 = padding): a padded query then only sees padded keys (never a fully-masked row, which the
+    kernel forbids) and :func:`causal_attention` zeroes those rows. A Pallas call has no GSPMD
+    partitioning rule, so under a mesh it runs inside ``shard_map`` with rows split over
+    (data, fsdp) and heads over tensor, like the activations around it; the sequence is not split.
+
+    Verified against :func:`grouped_attention` in interpret mode on CPU only
+    (``tests/models/test_attention.py``); it has not run on a TPU in this repo's tests.
+    """
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_kernel as sk,
+    )
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_mask as sm,
+    )
+
+    b, t, h, hd = q_BTHK.shape
+    n = k_BSNK.shape[2]
+    g = h // n
+    block = next(x for x in (512, 256, 128, t) if t % x == 0)
+    sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                          block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                          block_q_dq=block, block_kv_dq=block)
+    mask = sm.MultiHeadMask([sm.CausalMask((t, t)) for _ in range(g)])
+    kernel = sk.make_splash_mqa(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                interpret=interpret)
+
+    def local(q, k, v, lens):
+        lb, _, lh, _ = q.shape
+        ln = k.shape[2]
+        seg_BT = (jnp.arange(t, dtype=jnp.int32)[None, :] < lens[:, None]).astype(jnp.int32)
+        q_BNGTK = (q / math.sqrt(hd)).astype(q.dtype).reshape(lb, t, ln, g, hd)
+        q_BNGTK = q_BNGTK.transpose(0, 2, 3, 1, 4)
+        k_BNTK, v_BNTK = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+
+        def one(q_GTK, k_TK, v_TK, seg_T):
+            return kernel(q_GTK, k_TK, v_TK, segment_ids=sk.SegmentIds(seg_T, seg_T))
+
+        out = jax.vmap(jax.vmap(one, in_axes=(0, 0, 0, None)))(q_BNGTK, k_BNTK, v_BNTK, seg_BT)
+        return out.transpose(0, 3, 1, 2, 4).reshape(lb, t, lh, hd)
+
+    batch_n, head_n = _mesh_split_sizes()
+    if batch_n * head_n == 1:
+        return local(q_BTHK, k_BSNK, v_BSNK, lengths_B)
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.sharding.get_abstract_mesh()
+    rows = tuple(a for a in _BATCH_MESH_AXES if a in mesh.axis_names) or None
+    heads = _HEAD_MESH_AXIS if _HEAD_MESH_AXIS in mesh.axis_names else None
+    spec = P(rows, None, heads, None)
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, P(rows)), out_specs=spec,
+                         check_vma=False)(q_BTHK, k_BSNK, v_BSNK, lengths_B)
 
 
 class Attention(nnx.Module):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
@@ -64,20 +65,30 @@ def open_tensors(path: str) -> dict[str, np.ndarray]:
 
 
 def save_tensors(path: str, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
+    arrays = {name: np.ascontiguousarray(arr) for name, arr in tensors.items()}
+    write_tensors(path, {name: (a.dtype, a.shape) for name, a in arrays.items()},
+                  arrays.__getitem__, metadata)
+
+
+def write_tensors(path: str, specs: dict[str, tuple[np.dtype, tuple[int, ...]]],
+                  produce: Callable[[str], np.ndarray], metadata: dict | None = None) -> None:
+    """Streams a safetensors file: the header from ``specs`` (name → (dtype, shape)), then
+    ``produce(name)`` for each name in sorted order, each written as soon as it is produced.
+
+    Only one tensor is in host memory at a time (how ``save_hf`` exports a model larger than a
+    host's RAM). Byte-identical to writing the same tensors at once: names sorted, data
+    contiguous in that order, header padded with spaces to 8-byte-aligned data.
+    """
     header: dict = {}
     offset = 0
-    arrays = {}
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
-        if arr.dtype not in _NAMES:
-            raise SafetensorsError(f"cannot save tensor '{name}' of dtype {arr.dtype}")
-        header[name] = {
-            "dtype": _NAMES[arr.dtype],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + arr.nbytes],
-        }
-        offset += arr.nbytes
-        arrays[name] = arr
+    for name in sorted(specs):
+        dtype, shape = np.dtype(specs[name][0]), tuple(int(d) for d in specs[name][1])
+        if dtype not in _NAMES:
+            raise SafetensorsError(f"cannot save tensor '{name}' of dtype {dtype}")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[name] = {"dtype": _NAMES[dtype], "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     if metadata:
         header["__metadata__"] = metadata
     blob = json.dumps(header, separators=(",", ":")).encode()
@@ -85,5 +96,10 @@ def save_tensors(path: str, tensors: dict[str, np.ndarray], metadata: dict | Non
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
-        for name in sorted(arrays):
-            f.write(arrays[name].tobytes())
+        for name in sorted(specs):
+            arr = np.ascontiguousarray(produce(name))
+            info = header[name]
+            if arr.dtype != _DTYPES[info["dtype"]] or list(arr.shape) != info["shape"]:
+                raise SafetensorsError(f"tensor '{name}' is {arr.dtype}{list(arr.shape)}, the "
+                                       f"header says {info['dtype']}{info['shape']}")
+            f.write(arr.tobytes())
