@@ -20,7 +20,10 @@ v5p-32 (16 chips, 95 GiB HBM each), mesh fsdp=4 x tensor=4:
         --config.data.tokenizer=/mnt/ckpt/Llama-3.1-8B-Instruct \\
         --config.data.jsonl_path=/mnt/data/math_qa.jsonl \\
         --config.tools.search.corpus_path=/mnt/data/wiki_passages.jsonl \\
-        --workdir gs://BUCKET/runs/tepo
+        --workdir /mnt/shared/runs/tepo
+
+The work dir must be one file system every host mounts (Filestore / NFS / GCS FUSE): every
+host reads what process 0 prepared there. A ``gs://`` URI work dir is not supported yet.
 
 8 x H100 80 GiB, mesh fsdp=1 x tensor=8:
 

@@ -19,7 +19,10 @@ v5p-32 (16 chips, 95 GiB HBM each), mesh fsdp=4 x tensor=4 (28 heads divide by 4
     TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh run configs/qwen2_5_7b_autotool.py \\
         --config.model.init_from=/mnt/ckpt/Qwen2.5-7B-Instruct \\
         --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct \\
-        --config.data.jsonl_path=/mnt/data/function_calls.jsonl --workdir gs://BUCKET/runs/autotool
+        --config.data.jsonl_path=/mnt/data/function_calls.jsonl --workdir /mnt/shared/runs/autotool
+
+The work dir must be one file system every host mounts (Filestore / NFS / GCS FUSE): every
+host reads what process 0 prepared there. A ``gs://`` URI work dir is not supported yet.
 
 8 x H100 80 GiB, mesh fsdp=2 x tensor=4:
 

@@ -22,7 +22,10 @@ v5p-32 (4 hosts x 4 chips, 95 GiB HBM each; 16 JAX devices), mesh fsdp=4 x tenso
     TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh setup
     TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh run configs/qwen2_5_7b_tao_rl.py \\
         --config.model.init_from=/mnt/ckpt/Qwen2.5-7B-Instruct \\
-        --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct --workdir gs://BUCKET/runs/tao_rl
+        --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct --workdir /mnt/shared/runs/tao_rl
+
+The work dir must be one file system every host mounts (Filestore / NFS / GCS FUSE): every
+host reads what process 0 prepared there. A ``gs://`` URI work dir is not supported yet.
 
 8 x H100 80 GiB (one host, one process), mesh fsdp=2 x tensor=4:
 

@@ -5,11 +5,11 @@
 #   TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh setup
 #   TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh run configs/qwen2_5_7b_tao_rl.py \
 #       --config.model.init_from=/mnt/ckpt/Qwen2.5-7B-Instruct \
-#       --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct --workdir gs://BUCKET/runs/tao_rl
+#       --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct --workdir /mnt/shared/runs/tao_rl
 #
 # `setup` copies this checkout to every worker and installs it with the TPU extra; `run` starts
-# the same command on all workers at once. Checkpoints and metrics go to --workdir: use a GCS
-# path (or a filesystem every worker mounts) so all workers see the same directory; the model
+# the same command on all workers at once. Checkpoints and metrics go to --workdir: use a
+# filesystem every worker mounts (gs:// URIs are not supported yet) so all workers see the same directory; the model
 # checkpoint must be at the same local path on every worker (nothing is downloaded).
 #
 # Multi-host start-up: `run` exports JAX_COORDINATOR_ADDRESS=<worker 0's internal IP>:8476 on
