@@ -44,7 +44,7 @@ Plan either layout on a CPU first (compiles the real train step; no weights allo
 Planner output (XLA:CPU buffer assignment of the full 32-layer train step, per device):
 
     layout                        params   AdamW   activations+temp   peak       HBM
-    v5p-32, fsdp=4 x tensor=4     1.87     3.74    11.03              16.65 GiB  95: fits
+    v5p-32, fsdp=4 x tensor=4     1.87     3.74     8.87              14.49 GiB  95: fits
     8xH100, fsdp=1 x tensor=8     3.74     7.48    15.68              26.92 GiB  80: fits
 
 (rollout floor: params + AdamW + the KV cache estimate of 16.0 / 32.0 GiB = 21.6 / 43.2 GiB; on

@@ -43,8 +43,8 @@ Plan either layout on a CPU first (the RL train step; the SFT step, 64 rows of
 Planner output (XLA:CPU buffer assignment of the full 28-layer RL train step, per device):
 
     layout                        params   AdamW   activations+temp   peak       HBM
-    v5p-32, fsdp=4 x tensor=4     1.77     3.55    11.15              16.48 GiB  95: fits
-    8xH100, fsdp=2 x tensor=4     3.55     7.09    13.45              24.10 GiB  80: fits
+    v5p-32, fsdp=4 x tensor=4     1.77     3.55     8.37              13.70 GiB  95: fits
+    8xH100, fsdp=2 x tensor=4     3.55     7.09    12.69              23.34 GiB  80: fits
 
 (rollout floor: params + AdamW + the KV cache estimate of 7.0 / 14.0 GiB = 12.3 / 24.6 GiB;
 the same as TAO-RL's: the recipe changes the loss, not the memory.)

@@ -11,11 +11,9 @@ Memory layout: fp32 master weights + fp32 AdamW moments sharded like them (FSDP)
 ``scan_layers`` + ``remat=full`` (one layer's activations live at a time), 64 x 8 rows per step in
 2 mini-batches of 256, micro-batches of ``train.micro_batch_size`` rows. Tensor parallelism splits
 attention by whole heads: Qwen's 28 heads (4 KV heads) divide 1, 2 or 4 ways, not 8 (28/8 = 3.5:
-a head would straddle two chips). ``tensor=4`` (7 query heads + 1 KV head per chip) rather than
-pure FSDP: with the current model code (no activation sharding constraints) XLA's partitioner
-keeps a whole micro-batch on every chip of the fsdp axis and splits the matmuls' contraction
-instead of the rows, so activations grow with fsdp (pure FSDP, fsdp=16: 42.8 GiB per chip, vs
-16.5 GiB at fsdp=4 x tensor=4; README "Planning a real run").
+a head would straddle two chips). ``tensor=4`` (7 query heads + 1 KV head per chip): the planner
+puts it below pure FSDP (fsdp=16: 17.9 GiB per chip vs 13.7 GiB at fsdp=4 x tensor=4; README
+"Planning a real run"); both fit.
 
 v5p-32 (4 hosts x 4 chips, 95 GiB HBM each; 16 JAX devices), mesh fsdp=4 x tensor=4:
 
@@ -44,12 +42,12 @@ Plan either layout on a CPU first (compiles the real train step; no weights allo
 Planner output (XLA:CPU buffer assignment of the full 28-layer train step, per device):
 
     layout                        params   AdamW   activations+temp   peak       HBM
-    v5p-32, fsdp=4 x tensor=4     1.77     3.55    11.15              16.48 GiB  95: fits
-    8xH100, fsdp=2 x tensor=4     3.55     7.09    13.45              24.10 GiB  80: fits
+    v5p-32, fsdp=4 x tensor=4     1.77     3.55     8.37              13.70 GiB  95: fits
+    8xH100, fsdp=2 x tensor=4     3.55     7.09    12.69              23.34 GiB  80: fits
 
 (rollout floor: params + AdamW + the KV cache estimate of 7.0 / 14.0 GiB = 12.3 / 24.6 GiB.) For
-comparison, pure FSDP (fsdp=16 / fsdp=8, tensor=1) needs 42.8 / 37.1 GiB, and no remat on the
-v5p-32 needs 99.2 GiB (does not fit). The CPU compile uses XLA attention (TPU: splash, GPU: cuDNN
+comparison, pure FSDP (fsdp=16 / fsdp=8, tensor=1) needs 17.9 / 26.7 GiB, and no remat on the
+v5p-32 needs 60.4 GiB. The CPU compile uses XLA attention (TPU: splash, GPU: cuDNN
 flash, which never hold the [heads, T, T] scores), so these are upper estimates; rerun the planner
 after changing the model code.
 """
