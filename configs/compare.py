@@ -20,22 +20,11 @@ Full size on a TPU/GPU: start from a real checkpoint and scale the budget, e.g.
 (the model's own dims come from its config.json when ``init_from`` is set).
 """
 
-import importlib.util
-import os
-
-
-def _demo_config():
-    """configs/demo.py's config: the comparison is the demo's model and budget plus the overrides
-    below (loaded by path, so it works however this file itself was loaded)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
-    spec = importlib.util.spec_from_file_location("toolrl_jax_configs_demo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from toolrl_jax.config import sibling_config
 
 
 def get_config():
-    c = _demo_config()  # same model (4 × 128 Qwen2-style), tokenizer size, rollout sampling
+    c = sibling_config(__file__, "demo")  # same model (4 × 128 Qwen2-style), tokenizer size, rollout sampling
     c.name = "compare"
     c.mode = "compare"
 

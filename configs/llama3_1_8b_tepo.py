@@ -51,16 +51,17 @@ Planner output (XLA:CPU buffer assignment of the full 32-layer train step, per d
 the GPU node the KV cache is split over the 8 KV heads only, since there is no batch axis.)
 """
 
-from toolrl_jax.config import default_config_dict
+from toolrl_jax.config import sibling_config
 
 # Placeholder: a local directory holding the HF Llama-3.1-8B-Instruct checkpoint (no download).
 CHECKPOINT = "/path/to/Llama-3.1-8B-Instruct"
 
 
 def get_config():
-    c = default_config_dict()
+    # The pod run of configs/qwen2_5_7b_tao_rl.py (mesh, 64 x 8 rollout at 4k, optimiser, remat,
+    # micro-batches, plan target) with Llama's architecture, search instead of Python, TEPO.
+    c = sibling_config(__file__, "qwen2_5_7b_tao_rl")
     c.name = "llama3_1_8b_tepo"
-    c.mode = "rl"
 
     c.model.architecture = "llama"
     c.model.vocab_size = 128256
@@ -77,12 +78,8 @@ def get_config():
     c.model.rope_scaling.high_freq_factor = 4.0
     c.model.rope_scaling.original_max_position = 8192
     c.model.rms_norm_eps = 1e-5
-    c.model.tie_embeddings = False
     c.model.qkv_bias = False
     c.model.max_position = 131072
-    c.model.param_dtype = "float32"  # master weights (and AdamW moments) in fp32
-    c.model.dtype = "bfloat16"  # compute
-    c.model.scan_layers = True
     c.model.init_from = CHECKPOINT
     c.data.tokenizer = CHECKPOINT
 
@@ -92,31 +89,8 @@ def get_config():
     c.tools.search.corpus_path = "/path/to/passages.jsonl"  # placeholder: your corpus
     c.tools.search.top_k = 3
 
-    c.mesh.data = -1
-    c.mesh.fsdp = 4
-    c.mesh.tensor = 4
-
-    c.rollout.prompts_per_step = 64
-    c.rollout.group_size = 8
-    c.rollout.max_prompt_len = 1024
     c.rollout.max_new_tokens = 2048
-    c.rollout.max_cache_len = 4096  # prompt + sampled + up to 4 search results of <= 256 tokens
-    c.rollout.max_tool_calls = 4
-    c.rollout.max_result_tokens = 256
-    c.rollout.segment_len = 128
-    c.rollout.length_bucket = 128
+    c.rollout.max_result_tokens = 256  # up to 4 search results of <= 256 tokens in 4096
 
     c.rl.recipe = "tepo_dense"
-    c.optim.learning_rate = 1e-6
-    c.optim.warmup_steps = 10
-    c.optim.weight_decay = 0.01
-    c.train.steps = 200
-    c.train.mini_batches = 2
-    c.train.micro_batch_size = 4  # one row per (data x fsdp) group per micro-step
-    c.train.remat = "full"
-    c.train.logit_chunk = 512
-    c.train.checkpoint_every = 10
-
-    c.plan.devices = 16  # v5p-32: 16 chips
-    c.plan.hbm_gib = 95.0
     return c

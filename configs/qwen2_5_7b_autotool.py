@@ -50,21 +50,11 @@ Planner output (XLA:CPU buffer assignment of the full 28-layer RL train step, pe
 the same as TAO-RL's: the recipe changes the loss, not the memory.)
 """
 
-import importlib.util
-import os
-
-
-def _sibling(name: str):
-    """configs/<name>.py as a module (loaded by path, however this file itself was loaded)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"toolrl_jax_configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from toolrl_jax.config import sibling_config
 
 
 def get_config():
-    c = _sibling("qwen2_5_7b_tao_rl").get_config()  # Qwen2.5-7B dims, mesh, rollout shapes
+    c = sibling_config(__file__, "qwen2_5_7b_tao_rl")  # Qwen2.5-7B dims, mesh, rollout shapes
     c.name = "qwen2_5_7b_autotool"
     c.mode = "pipeline"
 

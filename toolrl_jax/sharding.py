@@ -67,7 +67,8 @@ def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def _mesh_axes_of(logical: str | None) -> tuple[str, ...]:
+def mesh_axes_of(logical: str | None) -> tuple[str, ...]:
+    """The mesh axes a logical axis is split over (``LOGICAL_RULES``), as a tuple."""
     if logical is None:
         return ()
     if logical not in LOGICAL_RULES:
@@ -85,7 +86,7 @@ def spec_for(name: str, axes: tuple[str | None, ...], shape: tuple[int, ...], me
     used: set[str] = set()
     parts = []
     for dim, logical in zip(shape, axes, strict=False):
-        mesh_axes = tuple(a for a in _mesh_axes_of(logical) if mesh.shape[a] > 1)
+        mesh_axes = tuple(a for a in mesh_axes_of(logical) if mesh.shape[a] > 1)
         for a in mesh_axes:
             if a in used:
                 raise ShardingError(f"{name}: mesh axis '{a}' would shard two dims of {axes}")
@@ -143,9 +144,16 @@ def named_shardings(state, mesh: Mesh) -> dict[str, NamedSharding]:
     return {path_name(p): (v.get_value() if _is_variable(v) else v) for p, v in flat}
 
 
+def batch_spec(ndim: int, leading: int = 0) -> PartitionSpec:
+    """Rows over the ``batch`` rule's mesh axes (data, fsdp) at dim ``leading``; the rest
+    replicated (``leading=1``: a stack of micro-batches, rows in dim 1)."""
+    return PartitionSpec(*([None] * leading), mesh_axes_of("batch"),
+                         *([None] * (ndim - leading - 1)))
+
+
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     """Shards dim 0 over (data, fsdp); replicates the rest."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+    return NamedSharding(mesh, batch_spec(ndim))
 
 
 def check_batch_divisible(batch: int, mesh: Mesh, what: str) -> None:
@@ -214,15 +222,16 @@ def lead_first(name: str, fn):
     return out
 
 
-def lead_decides(value: bool) -> bool:
-    """Process 0's ``value`` on every process: decisions read from a shared file system (is a
-    phase done? is a result cached?) must be the same everywhere, or processes launch different
-    programs and the collectives hang."""
+def from_lead(value: int | bool) -> int | bool:
+    """Process 0's ``value`` (a bool or an int) on every process: decisions read from a shared
+    file system (is a phase done? is a result cached? which step to resume at?) must be the same
+    everywhere, or processes launch different programs and the collectives hang."""
     if jax.process_count() == 1:
-        return bool(value)
+        return value
     from jax.experimental import multihost_utils
 
-    return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))
+    out = int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+    return bool(out) if isinstance(value, bool) else out
 
 
 def constrain_rows(x):
@@ -236,7 +245,7 @@ def constrain_rows(x):
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return x
-    axes = tuple(a for a in _mesh_axes_of("batch") if a in mesh.shape and mesh.shape[a] > 1)
+    axes = tuple(a for a in mesh_axes_of("batch") if a in mesh.shape and mesh.shape[a] > 1)
     size = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
     if size == 1 or x.shape[0] % size:
         return x

@@ -13,7 +13,12 @@ import ml_collections
 
 from toolrl_jax.config.core import ConfigError, build, require, to_dict
 from toolrl_jax.config.data import DataConfig
-from toolrl_jax.config.loader import apply_override, load_config_dict, parse_overrides
+from toolrl_jax.config.loader import (
+    apply_override,
+    load_config_dict,
+    parse_overrides,
+    sibling_config,
+)
 from toolrl_jax.config.rl import RLConfig
 from toolrl_jax.config.schema import (
     CompareConfig,
@@ -85,5 +90,5 @@ __all__ = [
     "CompareConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "SFTConfig", "MeshConfig",
     "ModelConfig", "OptimConfig", "PlanConfig", "RLConfig",
     "RolloutConfig", "RopeScalingConfig", "ToolsConfig", "TrainConfig", "build", "from_config_dict",
-    "load", "parse_overrides", "default_config_dict", "require", "to_dict",
+    "load", "parse_overrides", "default_config_dict", "require", "sibling_config", "to_dict",
 ]

@@ -13,6 +13,13 @@ import ml_collections
 from toolrl_jax.config.core import ConfigError
 
 
+def sibling_config(config_file: str, name: str) -> ml_collections.ConfigDict:
+    """``configs/<name>.py``'s ConfigDict, for a config file that extends another one
+    (``c = sibling_config(__file__, "demo")``): loaded by path, however the caller was loaded."""
+    return load_config_dict(os.path.join(os.path.dirname(os.path.abspath(config_file)),
+                                         f"{name}.py"))
+
+
 def load_config_dict(path: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")

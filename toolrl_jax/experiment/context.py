@@ -33,12 +33,17 @@ from toolrl_jax.train.state import Policy, create_state
 GENERATED_CORPUS = "@generated"
 
 
-def _prepare_files(cfg: Config, workdir: Path):
-    """config.json, the built dataset, the search corpus and the tokenizer in ``workdir``."""
+def _write_config(cfg: Config, workdir: Path) -> None:
+    """``<workdir>/config.json`` (process 0 writes it for every process)."""
     workdir.mkdir(parents=True, exist_ok=True)
     if is_lead_process():
         with open(workdir / "config.json", "w") as f:
             json.dump(to_dict(cfg), f, indent=2)
+
+
+def _prepare_files(cfg: Config, workdir: Path):
+    """config.json, the built dataset, the search corpus and the tokenizer in ``workdir``."""
+    _write_config(cfg, workdir)
     builder = prepare_dataset(cfg.data, workdir)
     tools_cfg = cfg.tools
     if "search" in tools_cfg.enabled and tools_cfg.search.corpus_path == GENERATED_CORPUS:
@@ -93,10 +98,7 @@ class Experiment:
     def derive(self, cfg: Config, workdir: Path) -> Experiment:
         """The same data, tokenizer, tools and compiled rollouts under another config / work dir
         (``cfg`` may change RL knobs and seeds, not shapes or data)."""
-        workdir.mkdir(parents=True, exist_ok=True)
-        if is_lead_process():
-            with open(workdir / "config.json", "w") as f:
-                json.dump(to_dict(cfg), f, indent=2)
+        _write_config(cfg, workdir)
         return dataclasses.replace(self, cfg=cfg, workdir=workdir)
 
     # ------------------------------------------------------------------ policy

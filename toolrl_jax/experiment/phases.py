@@ -17,7 +17,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from toolrl_jax.buckets import round_up
 from toolrl_jax.config import OptimConfig
@@ -30,7 +29,7 @@ from toolrl_jax.experiment.progress import Progress
 from toolrl_jax.models.hf import save_hf
 from toolrl_jax.rl.recipes import make_recipe
 from toolrl_jax.scoring.arrays import sft_batch
-from toolrl_jax.sharding import is_lead_process, lead_decides, sync_processes
+from toolrl_jax.sharding import from_lead, is_lead_process, sync_processes
 from toolrl_jax.train.checkpoint import Checkpointer, saved_steps
 from toolrl_jax.train.rl_loop import RLTrainer
 from toolrl_jax.train.state import make_optimizer
@@ -44,7 +43,7 @@ RL_KEYS = ("rollout/accuracy", "reward/mean", "rollout/tool_calls", "rollout/res
 
 def _is_done(path: Path) -> bool:
     """Whether an export finished (process 0's view, on every process)."""
-    return lead_decides((path / DONE_MARKER).is_file())
+    return from_lead((path / DONE_MARKER).is_file())
 
 
 def _export(exp: Experiment, policy, params, name: str) -> Path:
@@ -181,7 +180,7 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
 def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
     """Evaluates an HF export; caches the result as ``eval_<name>.json`` (resume-safe)."""
     path = exp.workdir / f"eval_{name}.json"
-    if lead_decides(path.is_file()):
+    if from_lead(path.is_file()):
         with open(path) as f:
             return json.load(f)
     cfg, ec = exp.cfg, exp.cfg.eval
@@ -216,12 +215,7 @@ def global_resume_step(exp: Experiment) -> int:
     decision (a process that saw another's freshly created directory would otherwise open an
     extra checkpoint manager, whose barrier the others never reach).
     """
-    step = _resume_step_on_disk(exp) if is_lead_process() else 0
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        step = int(multihost_utils.broadcast_one_to_all(np.int32(step)))
-    return step
+    return from_lead(_resume_step_on_disk(exp))
 
 
 def _resume_step_on_disk(exp: Experiment) -> int:

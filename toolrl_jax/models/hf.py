@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from toolrl_jax.config import ModelConfig, RopeScalingConfig
 from toolrl_jax.models.decoder import Decoder
 from toolrl_jax.models.safetensors_io import open_tensors, write_tensors
-from toolrl_jax.sharding import path_name, state_shardings
+from toolrl_jax.sharding import path_name, state_shardings, sync_processes
 
 SUPPORTED = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
 # Buffers some exporters write that carry no parameters.
@@ -387,10 +387,7 @@ def save_hf(model: Decoder, path: str, dtype: str | None = None, tokenizer_dir: 
     else:
         for key in sorted(specs):  # the same gathers, in the same order, as process 0's writer
             produce(key)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"save_hf:{path}")
+    sync_processes(f"save_hf:{path}")
 
 
 def config_with_dtype(cfg: ModelConfig, dtype: str) -> ModelConfig:

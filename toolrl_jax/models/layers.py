@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from toolrl_jax.config import ModelConfig, RopeScalingConfig
+from toolrl_jax.sharding import mesh_axes_of
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -214,8 +215,8 @@ def causal_attention(q_BTHK, k_BSNK, v_BSNK, lengths_B, impl: str = "auto", *,
 
 
 # ----------------------------------------------------------------------------- TPU splash kernel
-_BATCH_MESH_AXES = ("data", "fsdp")  # toolrl_jax.sharding.LOGICAL_RULES["batch"]
-_HEAD_MESH_AXIS = "tensor"  # LOGICAL_RULES["q_heads"] / ["kv_heads"]
+_BATCH_MESH_AXES = mesh_axes_of("batch")  # rows: (data, fsdp)
+(_HEAD_MESH_AXIS,) = mesh_axes_of("q_heads")  # heads: tensor (kv_heads follows the same rule)
 
 
 def _mesh_split_sizes() -> tuple[int, int]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from toolrl_jax.buckets import round_up
 from toolrl_jax.types import ToolStatus, Trajectory
 
 
@@ -60,7 +61,7 @@ def bucketed_length(longest: int, bucket: int, maximum: int) -> int:
     every batch paying for the longest possible row."""
     if longest > maximum:
         raise ValueError(f"a row of {longest} tokens exceeds the train length {maximum}")
-    return min(-(-max(longest, 1) // bucket) * bucket, maximum)
+    return min(round_up(max(longest, 1), bucket), maximum)
 
 
 def trajectory_arrays(trajs: Sequence[Trajectory], seq_len: int, max_calls: int) -> TrajectoryArrays:
@@ -118,7 +119,7 @@ def sft_batch(examples: Sequence[dict], seq_len: int, bucket: int = 0) -> SFTBat
     to ``seq_len`` or, with ``bucket`` > 0, to :func:`bucketed_length` of its longest example."""
     if bucket:  # an example longer than seq_len still fails below, with its own message
         longest = max((len(ex["tokens"]) for ex in examples), default=1)
-        seq_len = min(-(-max(longest, 1) // bucket) * bucket, seq_len)
+        seq_len = min(round_up(max(longest, 1), bucket), seq_len)
     b = len(examples)
     tokens = np.zeros((b, seq_len), np.int32)
     attn = np.zeros((b, seq_len), np.int32)

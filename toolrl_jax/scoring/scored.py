@@ -18,7 +18,7 @@ from toolrl_jax.rl.filters import void_turns
 from toolrl_jax.rl.tool_entropy import call_entropy_deltas, call_mask_from_spans, tool_entropy_diagnostics
 from toolrl_jax.scoring.arrays import TrajectoryArrays, concat_rows, take_rows, trajectory_arrays
 from toolrl_jax.types import ToolStatus, Trajectory
-from toolrl_jax.verifiers import extract_answer, grade
+from toolrl_jax.verifiers import extract_answer, verify
 
 
 def _objects(items: Sequence) -> np.ndarray:
@@ -87,9 +87,10 @@ def score_batch(syntax, trajectories: Sequence[Trajectory], records: Sequence[di
     if len(trajectories) != len(records):
         raise ValueError(f"{len(trajectories)} trajectories but {len(records)} records")
     arrays = trajectory_arrays(trajectories, seq_len, max_calls)
-    verdicts = [grade(t.text, r, syntax.answer_style) for t, r in zip(trajectories, records)]
-    has = np.array([extract_answer(t.text, syntax.answer_style) is not None for t in trajectories],
-                   bool)
+    # grade() = extract_answer + verify, unrolled so each answer is extracted once.
+    answers = [extract_answer(t.text, syntax.answer_style) for t in trajectories]
+    verdicts = [verify(a, r) for a, r in zip(answers, records)]
+    has = np.array([a is not None for a in answers], bool)
     delta, valid, reduces = jax.device_get(_deltas(arrays.entropy_BT, arrays.segment_ids_BT,
                                                    arrays.num_calls_B, arrays.call_spans_BK2))
     short = np.array([detect_mode(t.text) == "short" for t in trajectories], np.float32)

@@ -24,6 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from toolrl_jax.rl.entropy import hidden_to_logp_entropy
+from toolrl_jax.sharding import batch_sharding, batch_spec
 from toolrl_jax.train.state import Policy, TrainState, state_sharding_tree
 
 Pair = tuple[jax.Array, jax.Array]
@@ -118,8 +119,7 @@ def _split_micro(batch, n: int):
         out = x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
         if jax.sharding.get_abstract_mesh().empty:
             return out
-        return jax.lax.with_sharding_constraint(
-            out, PartitionSpec(None, ("data", "fsdp"), *([None] * (x.ndim - 1))))
+        return jax.lax.with_sharding_constraint(out, batch_spec(out.ndim, leading=1))
 
     return jax.tree.map(split, batch)
 
@@ -194,9 +194,7 @@ def jit_step(step_fn, state: TrainState, mesh: Mesh, batch_example):
     :func:`place_batch` (``step.jitted`` is the jitted function itself, e.g. to lower it).
     """
     state_sh = state_sharding_tree(state)
-    batch_sh = jax.tree.map(
-        lambda v: NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (v.ndim - 1)))),
-        batch_example)
+    batch_sh = jax.tree.map(lambda v: batch_sharding(mesh, v.ndim), batch_example)
     jitted = jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
                      out_shardings=(state_sh, NamedSharding(mesh, PartitionSpec())),
                      donate_argnums=(0,))
