@@ -95,10 +95,11 @@ def test_rl_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     assert cfg["train"]["steps"] == 4
 
 
-def test_rl_with_two_rollout_lanes_matches_one_lane(tmp_path):
-    # Lanes split the rollout rows over two devices; trajectories, hence training, are unchanged.
+def test_rl_with_fewer_slots_than_rows_matches_one_slot_per_row(tmp_path):
+    # Two slots for the step's rows: rows wait for a slot and are prefilled as others finish
+    # (continuous batching). A row's samples depend on its ids only, so training is unchanged.
     _rl(tmp_path / "one", steps=2)
-    _rl(tmp_path / "two", steps=2, **{"rollout.lanes": 2})
+    _rl(tmp_path / "two", steps=2, **{"rollout.slots": 2})
     rows_a = read_metrics(str(tmp_path / "one" / "metrics.jsonl"))
     rows_b = read_metrics(str(tmp_path / "two" / "metrics.jsonl"))
     assert len(rows_a) == len(rows_b) == 2
@@ -107,17 +108,9 @@ def test_rl_with_two_rollout_lanes_matches_one_lane(tmp_path):
             np.testing.assert_allclose(ra[key], rb[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def test_rollout_lanes_must_fit_the_devices_and_the_batch(tmp_path):
-    with pytest.raises(config_lib.ConfigError, match="lanes=3 must divide the rollout batch"):
-        config_lib.load(DEMO, tiny_overrides(str(tmp_path), **{"rollout.lanes": 3}))
-    cfg = config_lib.load(DEMO, tiny_overrides(str(tmp_path), mode="rl", **{
-        "rollout.lanes": 16, "rollout.prompts_per_step": 8}))
-    exp = Experiment.setup(cfg)
-    try:
-        with pytest.raises(ValueError, match="lanes=16 needs as many local devices"):
-            exp.engine(None, greedy=False)
-    finally:
-        exp.close()
+def test_rollout_slots_must_be_non_negative(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="slots=-1 must be >= 0"):
+        config_lib.load(DEMO, tiny_overrides(str(tmp_path), **{"rollout.slots": -1}))
 
 
 def test_recomputed_old_logp_makes_on_policy_ratios_one_and_reference_kl_zero(tmp_path,

@@ -1,5 +1,7 @@
 """Rollout engine: token-exact trajectories, logprob consistency, no recompiles, reproducibility."""
 
+import time
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,7 +33,7 @@ def setup(tokenizer):
     return _make_setup(tokenizer, cache_windows=4)
 
 
-def _make_setup(tokenizer, cache_windows, lanes=1):
+def _make_setup(tokenizer, cache_windows, slots=0, mesh=None, executor=echo_executor):
     cfg = tiny_qwen2_config(vocab_size=len(tokenizer), num_layers=2)
     model = init_decoder(cfg, seed=0)
     graphdef, params = nnx.split(model)
@@ -42,12 +44,12 @@ def _make_setup(tokenizer, cache_windows, lanes=1):
     assert len(end_ids) > 20
     rc = RolloutConfig(prompts_per_step=3, group_size=2, max_prompt_len=32, max_new_tokens=48,
                        max_cache_len=176, segment_len=8, max_tool_calls=3, max_result_tokens=12,
-                       length_bucket=8, temperature=1.0, cache_windows=cache_windows, lanes=lanes)
+                       length_bucket=8, temperature=1.0, cache_windows=cache_windows, slots=slots)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     syntax = EndTokenSyntax([tokenizer.decode([i]) for i in end_ids])
-    engine = build_engine(lambda p: nnx.merge(graphdef, p), rc, tokenizer, syntax, echo_executor,
+    engine = build_engine(lambda p: nnx.merge(graphdef, p), rc, tokenizer, syntax, executor,
                           rows=rc.prompts_per_step * rc.group_size, greedy=False, seed=1,
-                          eos_ids=[eos], stop_sequences=[[i] for i in end_ids])
+                          eos_ids=[eos], stop_sequences=[[i] for i in end_ids], mesh=mesh)
     return model, params, engine
 
 
@@ -108,20 +110,22 @@ def test_no_recompiles_in_steady_state(setup, tokenizer):
     _, params, engine = setup
     assert engine.shapes.kv_windows == (48, 88, 136, 176)  # several windows are in play
     assert engine.shapes.extend_widths == (16, 32)
-    # prefill + per window: decode, and extend at each result width
-    assert engine.warmup(params) == 1 + 4 * (1 + 2)
+    assert engine.append_batches == (1, 6)
+    # init + append per batch at each result width x window (the prompt width, 32 in a 48
+    # window, is one of them) + decode per window
+    assert engine.warmup(params) == 1 + 2 * (2 * 4) + 4
     used, widths = set(), set()
-    real, real_extend = engine.compiled.decode_segment, engine.compiled.extend
+    real_decode, real_append = engine.compiled.decode_segment, engine.compiled.append
 
     def spy(*args, kv_len):
         used.add(kv_len)
-        return real(*args, kv_len=kv_len)
+        return real_decode(*args, kv_len=kv_len)
 
-    def spy_extend(*args, kv_len):
-        widths.add(args[3].shape[1])
-        return real_extend(*args, kv_len=kv_len)
+    def spy_append(*args, kv_len):
+        widths.add(args[4].shape[1])
+        return real_append(*args, kv_len=kv_len)
 
-    engine.compiled.decode_segment, engine.compiled.extend = spy, spy_extend
+    engine.compiled.decode_segment, engine.compiled.append = spy, spy_append
     try:
         for texts in (PROMPTS, ["1", "a much longer prompt here", "x y"],
                       ["<answer>", "7 * 8 = ?", "zz"]):
@@ -129,9 +133,67 @@ def test_no_recompiles_in_steady_state(setup, tokenizer):
                 engine.generate(params, _prompts(tokenizer, texts), group_size=2)
             assert counter.count == 0
     finally:
-        engine.compiled.decode_segment, engine.compiled.extend = real, real_extend
+        engine.compiled.decode_segment, engine.compiled.append = real_decode, real_append
     assert len(used) >= 2, used  # the rollouts did move between windows
-    assert widths == {16, 32}, widths  # short and long tool results took both extend widths
+    # prompts (32) and short and long tool results took every append width
+    assert widths == {16, 32}, widths
+
+
+def _slow_echo(seed):
+    """echo_executor with a random 0-30 ms delay per call: results arrive out of order, while
+    the other slots decode (rows are parked)."""
+    rng = np.random.default_rng(seed)
+
+    def run(calls):
+        time.sleep(float(rng.uniform(0, 0.03)))
+        return echo_executor(calls)
+
+    return run
+
+
+def test_refills_and_parked_rows_keep_trajectories_and_logprobs_exact(setup, tokenizer):
+    # 2 slots for 12 rows: rows wait for a slot, are prefilled as others finish, park on calls
+    # that return out of order. Same trajectories as one slot per row, token for token, and the
+    # recorded log-probs equal a full forward of the final sequences.
+    model, params, engine = setup
+    _, _, two_slots = _make_setup(tokenizer, cache_windows=4, slots=2, executor=_slow_echo(0))
+    assert two_slots.shapes.batch == 2
+    prompts = _prompts(tokenizer, PROMPTS + ["7 * 8 = ?", "x y", "<answer>"])
+    ref = engine.generate(params, prompts[:3], group_size=2) + engine.generate(
+        params, prompts[3:], group_size=2, prompt_ids=[3, 4, 5])
+    trajs = two_slots.generate(params, prompts, group_size=2)
+    st = two_slots.stats
+    assert st.refills == 12 and st.tool_calls >= 6
+    for x, y in zip(ref, trajs):
+        assert (x.prompt_id, x.sample_id) == (y.prompt_id, y.sample_id)
+        np.testing.assert_array_equal(x.tokens, y.tokens)
+        np.testing.assert_allclose(x.old_logp, y.old_logp, atol=1e-5)
+    _check_logprobs_match_full_forward(model, trajs)
+
+
+def _check_logprobs_match_full_forward(model, trajs):
+    longest = max(len(t.tokens) for t in trajs)
+    toks = np.zeros((len(trajs), longest), np.int32)
+    mask = np.zeros_like(toks)
+    for i, t in enumerate(trajs):
+        toks[i, : len(t.tokens)] = t.tokens
+        mask[i, : len(t.tokens)] = 1
+    logits = model(jnp.asarray(toks), jnp.asarray(mask))
+    logp_all, ent_all = logprob_and_entropy(logits.reshape(-1, logits.shape[-1]))
+    logp_all = np.asarray(logp_all).reshape(*toks.shape, -1)
+    for i, t in enumerate(trajs):
+        pos = np.nonzero(t.loss_mask)[0]
+        np.testing.assert_allclose(t.old_logp[pos], logp_all[i, pos - 1, t.tokens[pos]],
+                                   atol=1e-4)
+
+
+def test_no_recompiles_with_refills(tokenizer):
+    _, params, engine = _make_setup(tokenizer, cache_windows=4, slots=2)
+    engine.warmup(params)
+    for texts in (PROMPTS, ["1", "a much longer prompt here", "x y", "zz"]):
+        with CompileCounter() as counter:
+            engine.generate(params, _prompts(tokenizer, texts), group_size=2)
+        assert counter.count == 0
 
 
 def test_cache_windows_do_not_change_trajectories(setup, tokenizer):
@@ -215,22 +277,35 @@ def test_malformed_calls_become_invalid_call_results_shown_to_the_model(setup, t
             assert t.loss_mask[s:e].sum() == 0
 
 
-def test_lanes_on_two_devices_give_the_same_trajectories(setup, tokenizer):
-    _, params, one_lane = setup
-    _, _, two_lanes = _make_setup(tokenizer, cache_windows=4, lanes=2)
-    assert two_lanes.shapes.batch == 3 and len(two_lanes.devices) == 2
+def test_sharded_slots_hold_their_rows_and_heads_and_match_one_device(setup, tokenizer):
+    # data=2, fsdp=2, tensor=2: each cache shard holds B/4 slots and KV/2 heads, no replicas;
+    # params in a trainer's fsdp layout are resharded for decoding.
+    import jax
+
+    from toolrl_jax.config import MeshConfig
+    from toolrl_jax.sharding import make_mesh, state_shardings
+
+    model, params, one_device = setup
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    fsdp8 = make_mesh(MeshConfig(data=1, fsdp=8, tensor=1))
+    trainer_params = jax.device_put(params, state_shardings(params, fsdp8))
+    _, _, sharded = _make_setup(tokenizer, cache_windows=4, mesh=mesh)
+    b = sharded.shapes.batch
+    assert b == 8  # 6 rows, rounded up to the 4 row shards
+    cache, _ = sharded.compiled.init_cache(params)
+    kv, hd = model.cfg.num_kv_heads, model.cfg.resolved_head_dim
+    for arr, shard in ((cache.k[0], (b // 4, kv // 2, hd, 176)),
+                       (cache.v[1], (b // 4, kv // 2, 176, hd))):
+        assert arr.sharding.shard_shape(arr.shape) == shard
+        blocks = [tuple((s.start, s.stop) for s in idx[:2])
+                  for idx in arr.sharding.devices_indices_map(arr.shape).values()]
+        assert len(set(blocks)) == len(blocks) == 8  # every device a different block
     prompts = _prompts(tokenizer, PROMPTS)
-    a = one_lane.generate(params, prompts, group_size=2)
-    b = two_lanes.generate(params, prompts, group_size=2)
-    assert sum(t.num_calls for t in b) >= 3  # tool turns happened in both lanes' rows
-    for x, y in zip(a, b):
+    a = one_device.generate(params, prompts, group_size=2)
+    c = sharded.generate(trainer_params, prompts, group_size=2)
+    assert sum(t.num_calls for t in c) >= 3
+    for x, y in zip(a, c):
         assert (x.prompt_id, x.sample_id) == (y.prompt_id, y.sample_id)
         np.testing.assert_array_equal(x.tokens, y.tokens)
         np.testing.assert_allclose(x.old_logp, y.old_logp, atol=1e-5)
         assert [c.status for c in x.calls] == [c.status for c in y.calls]
-    with pytest.raises(ValueError, match="exceed the compiled rollout batch 3 x 2 lanes"):
-        two_lanes.generate(params, prompts + prompts[:1], group_size=2)
-    assert two_lanes.warmup(params) == 2 * (1 + 4 * (1 + 2))  # the programs above, per lane
-    with CompileCounter() as counter:
-        two_lanes.generate(params, _prompts(tokenizer, ["1", "x y", "7 * 8 = ?"]), group_size=2)
-    assert counter.count == 0

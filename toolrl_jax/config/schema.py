@@ -141,11 +141,13 @@ class RolloutConfig:
     # running rows can reach, instead of the whole cache (1: always the whole cache). Each width
     # is compiled once — RolloutEngine.warmup compiles them all up front.
     cache_windows: int = 4
-    # Rows are split into this many independent sub-batches ("lanes"), one per local device,
-    # dispatched together so the devices decode concurrently; each lane holds a full copy of
-    # the parameters (small models). On a CPU host one XLA program uses one core: expose the
-    # cores as devices (XLA_FLAGS=--xla_force_host_platform_device_count=N) and set lanes=N.
-    lanes: int = 1
+    # Compiled decode slots (continuous batching): a row that finishes frees its slot for the
+    # next pending row. 0 = one slot per row of a generate call (no row waits for a slot); fewer
+    # slots than rows bound the KV cache and keep every slot busy when lengths are long-tailed.
+    # Slots are split over mesh data*fsdp (rounded up to a multiple of it).
+    slots: int = 0
+    # Threads that run tool calls while the other slots keep decoding.
+    tool_workers: int = 64
 
     def validate(self, path: str) -> None:
         require(self.prompts_per_step > 0, f"{path}.prompts_per_step must be > 0")
@@ -166,12 +168,8 @@ class RolloutConfig:
         require(self.segment_len > 0, f"{path}.segment_len must be > 0")
         require(self.length_bucket > 0, f"{path}.length_bucket must be > 0")
         require(self.cache_windows >= 1, f"{path}.cache_windows={self.cache_windows} must be >= 1")
-        require(self.lanes >= 1, f"{path}.lanes={self.lanes} must be >= 1")
-        require(
-            (self.prompts_per_step * self.group_size) % self.lanes == 0,
-            f"{path}.lanes={self.lanes} must divide the rollout batch prompts_per_step * "
-            f"group_size = {self.prompts_per_step * self.group_size}",
-        )
+        require(self.slots >= 0, f"{path}.slots={self.slots} must be >= 0 (0: one per row)")
+        require(self.tool_workers >= 1, f"{path}.tool_workers={self.tool_workers} must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

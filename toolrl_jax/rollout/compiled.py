@@ -1,16 +1,25 @@
-"""The three compiled rollout functions: prefill, decode segment, extend.
+"""The compiled rollout functions over a fixed batch of *slots*: init, append, decode segment.
 
-All three take the parameter ``State`` as an argument (not a closure) so a policy update never
-recompiles them, and see only the static shapes of :class:`toolrl_jax.buckets.RolloutShapes`.
+Each takes the parameter ``State`` as an argument (not a closure) so a policy update never
+recompiles them, and sees only the static shapes of :class:`toolrl_jax.buckets.RolloutShapes`
+(B = ``shapes.batch`` slots). A slot holds one row at a time; the host engine refills a freed
+slot with the next pending row (continuous batching).
 
-* ``prefill(params, tokens_BP, lens_B) -> (cache, last_logits_BV)``
-* ``decode_segment(params, cache, last_logits_BV, row_keys_B, running_B, budget_B, window_BW,
-  kv_len=W)`` runs up to ``segment_len`` steps in one ``lax.while_loop``; a row stops on an EOS
-  id, on any stop sequence (multi-token, matched on token ids against the row's last sampled
-  tokens), on its token budget, or when the cache is full. The loop exits as soon as no row is
-  running.
-* ``extend(params, cache, last_logits_BV, tokens_BE, lens_B, kv_len=W)`` appends each row's
-  tool-result tokens at its own offset; rows with ``lens_B == 0`` keep their cache and logits.
+* ``init_cache(params) -> (cache, last_logits_BV)``: an empty cache (every slot length 0).
+* ``append(params, cache, last_logits_BV, slot_R, tokens_RE, lens_R, reset_R, kv_len=W)``
+  appends ``lens_R[r]`` tokens to slot ``slot_R[r]`` at its own offset — a prompt into a freed
+  slot (``reset_R``: the slot's length restarts at 0) or a tool result to a parked row. Only the R
+  named slots are computed: their cache rows are gathered, extended and scattered back, so a
+  refill of a few slots does not pay a forward over the whole batch. Padding entries use slot
+  index B (out of range: gathered clipped, written nowhere) with ``lens_R == 0``.
+* ``decode_segment(params, cache, last_logits_BV, seed_key, prompt_id_B, sample_id_B, running_B,
+  budget_B, window_BW, min_running, kv_len=W)`` runs up to ``segment_len`` steps in one
+  ``lax.while_loop``; a row stops on an EOS id, on any stop sequence (multi-token, matched on
+  token ids against the row's last sampled tokens), on its token budget, or when the cache is
+  full. The loop exits when fewer than ``min_running`` rows still run (after the first step), so
+  the host can refill freed slots and resume parked rows without waiting for the slowest row.
+  A row's randomness is derived inside from ``(seed_key, prompt_id, sample_id, position)``:
+  the same row samples the same tokens in whichever slot it lands.
 
 **Cache windows.** ``kv_len`` (static, one of ``shapes.kv_windows``) is how much of the cache a
 call reads and writes: the call works on the cache's first ``kv_len`` positions and writes them
@@ -19,6 +28,11 @@ values it attends over, so attending over the rows' real lengths instead of the 
 preallocated cache is what makes long caches cheap early in a rollout. The caller picks the
 smallest window that every *running* row's length plus the call's new tokens fits in; a row that
 nonetheless reaches ``kv_len`` pauses (stop code ``RUNNING``) and resumes in the next call.
+
+**Sharding.** With a :class:`~toolrl_jax.rollout.layout.RolloutLayout` on a mesh, every slot
+array and the cache are pinned to rows over data × fsdp and KV heads over tensor inside each
+program, so each device holds B / (data·fsdp) slots of KV / tensor heads and nothing is
+replicated.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import numpy as np
 
 from toolrl_jax.buckets import RolloutShapes
 from toolrl_jax.models.decoder import KVCache
+from toolrl_jax.rollout.layout import RolloutLayout
 from toolrl_jax.rollout.sampling import row_step_keys, sample
 
 # Stop codes returned per row by decode_segment.
@@ -55,6 +70,7 @@ class SegmentOutput:
     num_tokens_B: jax.Array  # int32
     stop_code_B: jax.Array  # int32; RUNNING / STOP_* above
     window_BW: jax.Array  # int32; each row's last W sampled tokens (for matching across calls)
+    steps: jax.Array  # int32 []; decode steps the segment took (slot-steps = B * steps)
     cache: KVCache
     last_logits_BV: jax.Array
 
@@ -77,21 +93,6 @@ class _DecodeState:
     window_BW: jax.Array  # int32; each row's last W sampled tokens (stop-sequence matching)
 
 
-def _host_readable(x):
-    """Replicated over the context mesh (when one is set), so every process can read the value.
-
-    Under a multi-process mesh the params are global arrays sharded across processes and GSPMD
-    may shard what comes out of them; what the host engine reads back must be whole on every host.
-    """
-    if jax.sharding.get_abstract_mesh().empty:
-        return x
-    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec())
-
-
-def _lengths_readable(cache: KVCache) -> KVCache:
-    return dataclasses.replace(cache, lengths=_host_readable(cache.lengths))
-
-
 def stop_sequence_table(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray, int]:
     """Right-aligned ``[S, W]`` table (−1 padded on the left), lengths ``[S]``, and W."""
     width = max([len(s) for s in sequences] + [1])
@@ -109,20 +110,24 @@ class CompiledRollout:
     """Holds the jitted functions for one model graph, one set of shapes and stop rules."""
 
     def __init__(self, model_fn, shapes: RolloutShapes, *, eos_ids: list[int],
-                 stop_sequences: list[list[int]], sampling: SamplingParams, pad_id: int = 0):
+                 stop_sequences: list[list[int]], sampling: SamplingParams, pad_id: int = 0,
+                 layout: RolloutLayout | None = None):
         # params -> Decoder (e.g. Policy.model, or nnx.merge with a graphdef for nnx States).
         self.model_fn = model_fn
         self.shapes = shapes
         self.sampling = sampling
         self.pad_id = pad_id
+        self.layout = layout or RolloutLayout()
+        self.layout.check_slots(shapes.batch)
         self.eos_ids = jnp.asarray(np.asarray(eos_ids or [-1], np.int32))
         table, lengths, width = stop_sequence_table(stop_sequences)
         self.stop_table = jnp.asarray(table)
         self.stop_lengths = jnp.asarray(lengths)
         self.window = width
         self.has_stops = bool(stop_sequences)
-        self.prefill = jax.jit(self._prefill)
-        self.extend = jax.jit(self._extend, donate_argnums=(1, 2), static_argnames=("kv_len",))
+        self.init_cache = jax.jit(self._init_cache)
+        self.append = jax.jit(self._append_rows, donate_argnums=(1, 2),
+                              static_argnames=("kv_len",))
         self.decode_segment = jax.jit(self._decode_segment, donate_argnums=(1, 2),
                                       static_argnames=("kv_len",))
 
@@ -136,27 +141,53 @@ class CompiledRollout:
         logits = model.logits(last)[:, 0]
         return cache, jnp.where((lens_B > 0)[:, None], logits, last_logits)
 
-    # ------------------------------------------------------------------ compiled bodies
-    def _prefill(self, params, tokens_BP, lens_B):
-        model = self._model(params)
-        b = tokens_BP.shape[0]
-        cache = KVCache.init(model.cfg, b, self.shapes.cache_len)
-        last = jnp.zeros((b, model.cfg.vocab_size), jnp.float32)
-        # The prompt attends only over the positions it can fill.
-        window = cache.prefix(self.shapes.kv_window(tokens_BP.shape[1]))
-        window, last = self._append(model, window, last, tokens_BP, lens_B)
-        return cache.with_prefix(window), last
+    def _pin_rows(self, x):
+        """Slot arrays: rows over data × fsdp (no-op without a mesh)."""
+        if self.layout.mesh is None:
+            return x
+        return jax.lax.with_sharding_constraint(x, self.layout.rows(x.ndim))
+
+    def _pin_cache(self, cache: KVCache) -> KVCache:
+        """Cache: rows over data × fsdp, KV heads over tensor (no-op without a mesh)."""
+        lay = self.layout
+        if lay.mesh is None:
+            return cache
+        k_spec, v_spec, len_spec = lay.cache_specs(cache.k[0].shape[1])
+        pin = jax.lax.with_sharding_constraint
+        named = functools.partial(jax.sharding.NamedSharding, lay.mesh)
+        return KVCache(tuple(pin(k, named(k_spec)) for k in cache.k),
+                       tuple(pin(v, named(v_spec)) for v in cache.v),
+                       pin(cache.lengths, named(len_spec)))
 
     def _check_kv_len(self, kv_len: int) -> None:
         if kv_len not in self.shapes.kv_windows:
             raise ValueError(f"kv_len={kv_len} is not one of the compiled cache windows "
                              f"{self.shapes.kv_windows}")
 
-    def _extend(self, params, cache, last_logits_BV, tokens_BE, lens_B, *, kv_len: int):
+    # ------------------------------------------------------------------ compiled bodies
+    def _init_cache(self, params):
+        cfg = self._model(params).cfg
+        b = self.shapes.batch
+        cache = KVCache.init(cfg, b, self.shapes.cache_len)
+        last = jnp.zeros((b, cfg.vocab_size), jnp.float32)
+        return self._pin_cache(cache), self._pin_rows(last)
+
+    def _append_rows(self, params, cache, last_logits_BV, slot_R, tokens_RE, lens_R, reset_R, *,
+                     kv_len: int):
         self._check_kv_len(kv_len)
-        window, last = self._append(self._model(params), cache.prefix(kv_len), last_logits_BV,
-                                    tokens_BE, lens_B)
-        return cache.with_prefix(window), last
+        model = self._model(params)
+        take = functools.partial(jnp.take, indices=slot_R, axis=0, mode="clip")
+        sub = KVCache(tuple(take(k)[..., :kv_len] for k in cache.k),
+                      tuple(take(v)[:, :, :kv_len] for v in cache.v),
+                      jnp.where(reset_R, 0, take(cache.lengths)))
+        sub, sub_last = self._append(model, sub, take(last_logits_BV), tokens_RE, lens_R)
+        # Padding entries (slot index B) are dropped by the scatters.
+        merged = KVCache(
+            tuple(k.at[slot_R, :, :, :kv_len].set(s, mode="drop") for k, s in zip(cache.k, sub.k)),
+            tuple(v.at[slot_R, :, :kv_len].set(s, mode="drop") for v, s in zip(cache.v, sub.v)),
+            cache.lengths.at[slot_R].set(sub.lengths, mode="drop"))
+        last = last_logits_BV.at[slot_R].set(sub_last, mode="drop")
+        return self._pin_cache(merged), self._pin_rows(last)
 
     def _matches_stop(self, window_BW):
         """[B] bool: some stop sequence ends the window (the row's last W sampled tokens)."""
@@ -166,14 +197,23 @@ class CompiledRollout:
         in_seq = jnp.arange(w)[None, None, :] >= (w - self.stop_lengths)[None, :, None]
         return jnp.where(in_seq, tail == table, True).all(-1).any(-1)  # [B, S] -> [B]
 
-    def _decode_segment(self, params, full_cache, last_logits_BV, row_keys_B, running_B,
-                        budget_B, window_BW, *, kv_len: int):
+    @staticmethod
+    def row_keys(seed_key, prompt_id_B, sample_id_B):
+        """A row's key depends only on (seed, prompt id, sample id), never on its slot."""
+        base = jax.random.wrap_key_data(seed_key)
+        keys = jax.vmap(lambda p: jax.random.fold_in(base, p))(prompt_id_B)
+        return jax.vmap(jax.random.fold_in)(keys, sample_id_B)
+
+    def _decode_segment(self, params, full_cache, last_logits_BV, seed_key, prompt_id_B,
+                        sample_id_B, running_B, budget_B, window_BW, min_running, *,
+                        kv_len: int):
         self._check_kv_len(kv_len)
         model = self._model(params)
         b = last_logits_BV.shape[0]
         steps = self.shapes.segment_len
         cache_len = full_cache.max_len
         cache = full_cache.prefix(kv_len)
+        row_keys_B = self.row_keys(seed_key, prompt_id_B, sample_id_B)
         sp = self.sampling
         draw = functools.partial(sample, temperature=sp.temperature, top_k=sp.top_k,
                                  top_p=sp.top_p, greedy=sp.greedy)
@@ -181,10 +221,10 @@ class CompiledRollout:
             step=jnp.int32(0),
             cache=cache,
             last_logits_BV=last_logits_BV,
-            tokens_BS=jnp.full((b, steps), self.pad_id, jnp.int32),
-            logp_BS=jnp.zeros((b, steps), jnp.float32),
-            entropy_BS=jnp.zeros((b, steps), jnp.float32),
-            count_B=jnp.zeros((b,), jnp.int32),
+            tokens_BS=self._pin_rows(jnp.full((b, steps), self.pad_id, jnp.int32)),
+            logp_BS=self._pin_rows(jnp.zeros((b, steps), jnp.float32)),
+            entropy_BS=self._pin_rows(jnp.zeros((b, steps), jnp.float32)),
+            count_B=self._pin_rows(jnp.zeros((b,), jnp.int32)),
             running_B=running_B & (budget_B > 0) & (cache.lengths < kv_len),
             stop_code_B=jnp.where(running_B & (budget_B <= 0), STOP_BUDGET,
                                   jnp.where(running_B & (cache.lengths >= cache_len),
@@ -194,7 +234,10 @@ class CompiledRollout:
         )
 
         def cond(c: _DecodeState):
-            return (c.step < steps) & c.running_B.any()
+            # At least one step, then on while enough rows run: a segment that waited for its
+            # last row would keep freed slots idle.
+            enough = (c.step == 0) | (c.running_B.sum() >= min_running)
+            return (c.step < steps) & c.running_B.any() & enough
 
         def body(c: _DecodeState) -> _DecodeState:
             run = c.running_B
@@ -217,7 +260,8 @@ class CompiledRollout:
                                                            STOP_CACHE_FULL, RUNNING))))
             stopping = run & (code != RUNNING)
             return _DecodeState(
-                step=c.step + 1, cache=new_cache, last_logits_BV=last,
+                step=c.step + 1, cache=self._pin_cache(new_cache),
+                last_logits_BV=self._pin_rows(last),
                 tokens_BS=jnp.where(col, tok[:, None], c.tokens_BS),
                 logp_BS=jnp.where(col, lp[:, None], c.logp_BS),
                 entropy_BS=jnp.where(col, ent[:, None], c.entropy_BS),
@@ -228,8 +272,8 @@ class CompiledRollout:
             )
 
         out = jax.lax.while_loop(cond, body, init)
-        r = _host_readable
-        return SegmentOutput(r(out.tokens_BS), r(out.logp_BS), r(out.entropy_BS), r(out.count_B),
-                             r(out.stop_code_B), r(out.window_BW),
-                             _lengths_readable(full_cache.with_prefix(out.cache)),
-                             out.last_logits_BV)
+        pin = self._pin_rows
+        return SegmentOutput(pin(out.tokens_BS), pin(out.logp_BS), pin(out.entropy_BS),
+                             pin(out.count_B), pin(out.stop_code_B), pin(out.window_BW), out.step,
+                             self._pin_cache(full_cache.with_prefix(out.cache)),
+                             pin(out.last_logits_BV))

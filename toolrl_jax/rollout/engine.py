@@ -1,28 +1,45 @@
-"""Host engine: compiled generation segments interleaved with tool execution.
+"""Host engine: continuous batching over compiled slots, tool calls run while the others decode.
 
-One ``generate`` call turns P prompts × G samples into token-exact :class:`Trajectory` records:
+One ``generate`` call turns P prompts × G samples into token-exact :class:`Trajectory` records.
+The compiled batch is a fixed set of B *slots* (``rollout.slots``; by default one per row):
 
-    prefill ─► decode_segment ─► (host) parse calls of rows that stopped at a call end,
-       ▲                          run them concurrently, tokenize + truncate results
-       └──────── extend ◄─────────┘   (rows without a result keep their cache untouched)
+    pending rows ─► append (prompt into a free slot) ─► decode_segment ─► (host) per row:
+         ▲                                                    │  finished: slot freed
+         │                                                    │  stopped at a call: parked,
+         └────── append (tool result, row resumes) ◄── worker pool runs the call
+                                                              │  otherwise: keeps decoding
 
-Rows that finished keep a fixed batch shape (no recompiles) but sample nothing; the segment loop
-exits as soon as no row is running, so waiting rows cost no decode steps. Model output never makes
-the engine raise: a malformed call becomes an ``invalid_call`` result shown to the model.
+Each iteration of the host loop: take the tool results that have arrived, refill free slots from
+the pending rows, append both, then decode the running slots for up to ``segment_len`` steps — a
+segment ends early once enough rows stopped that refilling pays (``min_running``). A parked row
+holds its slot (its cache) but not the loop: its call runs in a thread pool while every other
+slot keeps decoding. Shapes never change (no recompiles after :meth:`RolloutEngine.warmup`), and
+a row's randomness depends on (seed, prompt id, sample id, position) only, so the same seed
+gives the same trajectory in whichever slot, in whatever order, the row runs.
+
+**Many hosts.** Slots are split over the mesh (:mod:`toolrl_jax.rollout.layout`); each process
+owns the slots on its devices and the rows of its share of the prompts: it parses them, runs
+their tools and reads back only their tokens. Every choice that selects a compiled program or
+ends the loop is combined across processes in one small all-gather per iteration
+(:func:`~toolrl_jax.rollout.layout.agree`), so a slow or timed-out tool on one host delays
+nothing but its own row. Finished trajectories are gathered to every process in prompt order.
+
+Model output never makes the engine raise: a malformed call becomes an ``invalid_call`` result
+shown to the model.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
+import concurrent.futures as cf
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from toolrl_jax.buckets import RolloutShapes
+from toolrl_jax.buckets import RolloutShapes, round_up
 from toolrl_jax.rollout.compiled import (
     STOP_BUDGET,
     STOP_CACHE_FULL,
@@ -30,11 +47,16 @@ from toolrl_jax.rollout.compiled import (
     STOP_SEQUENCE,
     CompiledRollout,
 )
+from toolrl_jax.rollout.layout import agree, decode_params, gather_objects
 from toolrl_jax.tools.base import InvalidCall, ParsedCall, ToolResult
 from toolrl_jax.types import StopReason, ToolCallRecord, ToolStatus, Trajectory
 from toolrl_jax.verifiers import extract_answer
 
 Executor = Callable[[Sequence[ParsedCall]], list[ToolResult]]
+
+# How the per-process counts of one engine iteration combine (layout.agree).
+_AGREE = {"refill": "max", "results": "max", "result_width": "max", "result_kv": "max",
+          "decodable": "sum", "decode_kv": "max", "waiting": "sum", "unfinished": "sum"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +68,21 @@ class EngineLimits:
 
 @dataclasses.dataclass
 class RolloutStats:
-    generate_s: float = 0.0
-    tools_s: float = 0.0
-    host_s: float = 0.0
+    generate_s: float = 0.0  # device programs (dispatch + wait for their results)
+    tools_s: float = 0.0  # sum of the calls' own run times (they overlap each other and decode)
+    tool_wait_s: float = 0.0  # the loop waited for a tool with no slot left to decode
+    host_s: float = 0.0  # parsing, tokenizing results, building inputs
     segments: int = 0
-    extends: int = 0
+    extends: int = 0  # append calls carrying tool results
+    refills: int = 0  # rows prefilled into a slot
     sampled_tokens: int = 0
     tool_calls: int = 0
+    slot_steps: int = 0  # this process's slots × decode steps taken
+    busy_slot_steps: int = 0  # of which a slot sampled a token
+
+    @property
+    def idle_slot_share(self) -> float:
+        return 1.0 - self.busy_slot_steps / max(self.slot_steps, 1)
 
 
 @dataclasses.dataclass
@@ -61,6 +91,8 @@ class _Row:
     sample_id: int
     tokens: list[int]
     prompt_len: int
+    budget: int  # tokens this row may sample in total
+    order: int = 0  # position in the generate call's prompt-major row order
     loss_mask: list[int] = dataclasses.field(default_factory=list)
     logp: list[float] = dataclasses.field(default_factory=list)
     entropy: list[float] = dataclasses.field(default_factory=list)
@@ -70,6 +102,11 @@ class _Row:
     sampled: int = 0
     done: bool = False
     stop_reason: StopReason = StopReason.BUDGET
+    slot: int = -1
+    # A call in flight: its future, the parsed call and the token span of the call's turn.
+    future: cf.Future | None = None
+    call: ParsedCall | InvalidCall | None = None
+    span: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
         n = len(self.tokens)
@@ -90,60 +127,39 @@ class _Row:
             self.sampled += n
 
 
-@dataclasses.dataclass
-class _Lane:
-    """One compiled batch of rows and its device state (cache, logits, keys, stop windows)."""
-
-    rows: list[_Row]
-    device: object  # jax.Device, or None for the default placement
-    params: object = None
-    cache: object = None
-    last: object = None
-    keys: object = None
-    window: np.ndarray | None = None
-    out: object = None  # the SegmentOutput in flight
-    lengths: np.ndarray | None = None  # cache lengths after the last segment (host copy)
-    pending: list = dataclasses.field(default_factory=list)
-
-    @property
-    def active(self) -> bool:
-        return any(not r.done for r in self.rows)
-
-    def put(self, x):
-        return jnp.asarray(x) if self.device is None else jax.device_put(x, self.device)
-
-    def on_device(self):
-        """Context for this lane's calls: the caller's mesh axes, on this lane's device alone.
-
-        jit rejects arguments committed to a device outside the context mesh (the trainer runs
-        inside ``jax.set_mesh``), so a lane runs under a one-device mesh with the same axis names.
-        """
-        ctx = jax.sharding.get_abstract_mesh()
-        if self.device is None or ctx.empty:
-            return contextlib.nullcontext()
-        devices = np.array([self.device]).reshape((1,) * len(ctx.axis_names))
-        return jax.set_mesh(jax.sharding.Mesh(devices, ctx.axis_names, axis_types=ctx.axis_types))
+def _done_future(result: ToolResult) -> cf.Future:
+    future: cf.Future = cf.Future()
+    future.set_result(result)
+    return future
 
 
 class RolloutEngine:
     """Generates tool-using trajectories for a policy; see the module docstring."""
 
     def __init__(self, compiled: CompiledRollout, tokenizer, syntax, execute: Executor,
-                 limits: EngineLimits, seed: int = 0, devices: Sequence | None = None):
-        """``devices``: one rollout *lane* per device — the rows are split into independent
-        sub-batches of ``compiled.shapes.batch`` rows, each decoded on its own device with its
-        own copy of the parameters. Calls are dispatched to every lane before any result is
-        read, so the devices decode concurrently (on a CPU host exposed as N XLA devices, the
-        lanes use N cores; one XLA:CPU program uses one). ``None``: one lane, default device."""
-        self.devices = list(devices) if devices else [None]
+                 limits: EngineLimits, seed: int = 0, tool_workers: int = 64,
+                 compute_dtype=None):
+        """``execute`` runs a list of calls (the engine hands it one at a time, from
+        ``tool_workers`` threads, so calls overlap decoding and each other). ``compute_dtype``:
+        the params are cast to it for decoding (fp32 master weights → bf16 decode)."""
         self.compiled = compiled
         self.shapes: RolloutShapes = compiled.shapes
+        self.layout = compiled.layout
         self.tokenizer = tokenizer
         self.syntax = syntax
         self.execute = execute
         self.limits = limits
+        self.compute_dtype = compute_dtype
         self.base_key = jax.random.key(seed)
         self.stats = RolloutStats()
+        self._pool = cf.ThreadPoolExecutor(max_workers=tool_workers,
+                                           thread_name_prefix="rollout-call")
+        b, shards = self.shapes.batch, self.layout.row_shards
+        # Compiled append batch sizes: a quarter of the slots (refills and results arrive a few
+        # at a time) and all of them (the first fill); multiples of the row shards.
+        self.append_batches = tuple(sorted({min(b, round_up(max(1, b // 4), shards)), b}))
+        # A segment with rows waiting for a slot ends once this many of its rows stopped.
+        self.refill_quantum = max(1, b // 8)
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, text: str) -> list[int]:
@@ -151,13 +167,6 @@ class RolloutEngine:
 
     def _decode(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=False)
-
-    def _row_keys(self, rows: list[_Row]):
-        # A row's randomness depends only on (prompt_id, sample_id), not its batch position.
-        pid = jnp.asarray(np.asarray([r.prompt_id for r in rows], np.int64) % 2**32, jnp.uint32)
-        sid = jnp.asarray(np.asarray([r.sample_id for r in rows], np.int64) % 2**32, jnp.uint32)
-        keys = jax.vmap(lambda p: jax.random.fold_in(self.base_key, p))(pid)
-        return jax.vmap(jax.random.fold_in)(keys, sid)
 
     def _result_tokens(self, result: ToolResult, room: int) -> list[int]:
         """Tool output → tokens appended to the context, truncated to the configured budget."""
@@ -169,131 +178,241 @@ class RolloutEngine:
         tokens = self._encode(self.syntax.format_result(dataclasses.replace(result, text=output)))
         return tokens[: min(self.shapes.extend_len, room)]
 
+    def _append_batch(self, rows_needed: int) -> int:
+        """The smallest compiled append batch in which every process fits ``rows_needed`` rows."""
+        lay = self.layout
+        return next(r for r in self.append_batches if len(lay.owned(r)) >= rows_needed)
+
+    def _append_programs(self) -> list[tuple[int, int, int]]:
+        """Every compiled (batch, width, kv window) of ``append``: refills write a prompt into
+        the window that holds it; results may land at any window."""
+        s = self.shapes
+        combos = {(r, s.prefill_len, s.kv_window(s.prefill_len)) for r in self.append_batches}
+        combos |= {(r, w, kv) for r in self.append_batches for w in s.extend_widths
+                   for kv in s.kv_windows}
+        return sorted(combos)
+
     # ------------------------------------------------------------------ compilation
     def warmup(self, params) -> int:
-        """Compiles prefill, decode per cache window and extend per (window, result width).
+        """Compiles init, every append variant and decode per cache window; returns how many.
 
-        Returns the number of programs compiled.
-
-        Rollouts pick a window per call from the rows' lengths, so without this a window is
-        compiled the first time some rollout needs it; after warm-up nothing compiles again.
-        The calls run on inert rows (nothing running, nothing appended), so they cost only the
-        compilations.
+        Rollouts pick a window, width and batch per call from the rows' state, so without this a
+        variant is compiled the first time some rollout needs it; after warm-up nothing compiles
+        again. The calls run on inert inputs (no slot named, nothing running), so they cost only
+        the compilations.
         """
-        s, c = self.shapes, self.compiled
-        for device in self.devices:
-            lane = _Lane([], device)
-            p = params if device is None else jax.device_put(params, device)
-            keys = lane.put(self._row_keys([_Row(0, i, [c.pad_id], 1) for i in range(s.batch)]))
-            idle = lane.put(np.zeros((s.batch,), bool))
-            budget = lane.put(np.zeros((s.batch,), np.int32))
-            window = lane.put(np.full((s.batch, c.window), -1, np.int32))
-            exts = [lane.put(np.full((s.batch, w), c.pad_id, np.int32))
-                    for w in s.extend_widths]
-            no_lens = lane.put(np.zeros((s.batch,), np.int32))
-            with lane.on_device():
-                cache, last = c.prefill(p, lane.put(np.full((s.batch, s.prefill_len), c.pad_id,
-                                                            np.int32)),
-                                        lane.put(np.ones((s.batch,), np.int32)))
-                for kv_len in s.kv_windows:
-                    out = c.decode_segment(p, cache, last, keys, idle, budget, window,
-                                           kv_len=kv_len)
-                    cache, last = out.cache, out.last_logits_BV
-                    for ext in exts:
-                        cache, last = c.extend(p, cache, last, ext, no_lens, kv_len=kv_len)
-            jax.block_until_ready(last)
-        return len(self.devices) * (1 + len(s.kv_windows) * (1 + len(s.extend_widths)))
+        s, c, lay = self.shapes, self.compiled, self.layout
+        params = decode_params(params, lay, self.compute_dtype)
+        cache, last = c.init_cache(params)
+        for r, width, kv in self._append_programs():
+            cache, last = c.append(params, cache, last, lay.put(np.full((r,), s.batch, np.int32)),
+                                   lay.put(np.full((r, width), c.pad_id, np.int32)),
+                                   lay.put(np.zeros((r,), np.int32)),
+                                   lay.put(np.zeros((r,), bool)), kv_len=kv)
+        b = s.batch
+        for kv in s.kv_windows:
+            out = c.decode_segment(
+                params, cache, last, self._seed(), lay.put(np.zeros((b,), np.uint32)),
+                lay.put(np.zeros((b,), np.uint32)), lay.put(np.zeros((b,), bool)),
+                lay.put(np.zeros((b,), np.int32)), lay.put(np.full((b, c.window), -1, np.int32)),
+                np.int32(1), kv_len=kv)
+            cache, last = out.cache, out.last_logits_BV
+        jax.block_until_ready(last)
+        return 1 + len(self._append_programs()) + len(s.kv_windows)
+
+    def _seed(self):
+        return self.layout.put_replicated(np.asarray(jax.random.key_data(self.base_key)))
 
     # ------------------------------------------------------------------ main entry
     def generate(self, params, prompts: Sequence[Sequence[int]], group_size: int,
-                 prompt_ids: Sequence[int] | None = None) -> list[Trajectory]:
-        """Samples ``group_size`` trajectories per prompt (rows ordered prompt-major)."""
+                 prompt_ids: Sequence[int] | None = None,
+                 budgets: Sequence[int] | None = None) -> list[Trajectory]:
+        """Samples ``group_size`` trajectories per prompt (rows ordered prompt-major).
+
+        ``budgets``: per-prompt sampled-token budgets (default ``max_new_tokens`` for all).
+        Every process passes the same prompts and gets the same trajectories back; each runs
+        only its own share of the rows.
+        """
         prompt_ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
-        rows = [
-            _Row(pid, g, list(map(int, p)), len(p))
-            for pid, p in zip(prompt_ids, prompts)
-            for g in range(group_size)
-        ]
+        budgets = [self.limits.max_new_tokens] * len(prompts) if budgets is None else budgets
         s = self.shapes
-        capacity = s.batch * len(self.devices)
-        if len(rows) > capacity:
-            raise ValueError(f"{len(rows)} rows exceed the compiled rollout batch {s.batch}"
-                             + (f" x {len(self.devices)} lanes" if len(self.devices) > 1 else ""))
-        for r in rows:
-            if not 0 < r.prompt_len <= s.prefill_len:
-                raise ValueError(f"prompt {r.prompt_id} has {r.prompt_len} tokens; allowed 1.."
+        for pid, p in zip(prompt_ids, prompts):
+            if not 0 < len(p) <= s.prefill_len:
+                raise ValueError(f"prompt {pid} has {len(p)} tokens; allowed 1.."
                                  f"{s.prefill_len} (rollout.max_prompt_len)")
-        # Rows split evenly over the lanes, each padded to the compiled batch with inert rows.
-        per_lane = -(-len(rows) // len(self.devices))
-        lanes = []
-        for k, device in enumerate(self.devices):
-            lane_rows = rows[k * per_lane:(k + 1) * per_lane]
-            while len(lane_rows) < s.batch:
-                filler = _Row(-1, len(lane_rows), [self.compiled.pad_id], 1)
-                filler.done = True
-                lane_rows.append(filler)
-            lanes.append(_Lane(lane_rows, device))
+        n, me = jax.process_count(), jax.process_index()
+        mine = range(me * len(prompts) // n, (me + 1) * len(prompts) // n)
+        rows = [_Row(prompt_ids[k], g, list(map(int, prompts[k])), len(prompts[k]),
+                     int(budgets[k]), order=k * group_size + g)
+                for k in mine for g in range(group_size)]
+        self._run(decode_params(params, self.layout, self.compute_dtype), rows)
+        done = gather_objects([(r.order, self._finish(r)) for r in rows])
+        return [t for _, t in sorted(done, key=lambda x: x[0])]
 
+    def _run(self, params, rows: list[_Row]) -> None:
+        """The host loop of the module docstring, over this process's ``rows``."""
+        s, c, lay = self.shapes, self.compiled, self.layout
+        b, st = s.batch, self.stats
+        slots = lay.owned(b)
+        free = collections.deque(int(i) for i in slots)
+        queue = collections.deque(rows)
+        by_slot: dict[int, _Row] = {}
+        parked: list[_Row] = []
+        window = np.full((b, c.window), -1, np.int32)
+        prompt_id = np.zeros((b,), np.uint32)
+        sample_id = np.zeros((b,), np.uint32)
         t0 = time.perf_counter()
-        for lane in lanes:
-            lane.params = params if lane.device is None else jax.device_put(params, lane.device)
-            prefill = np.full((s.batch, s.prefill_len), self.compiled.pad_id, np.int32)
-            lens = np.zeros((s.batch,), np.int32)
-            for i, r in enumerate(lane.rows):
-                prefill[i, : r.prompt_len] = r.tokens
-                lens[i] = r.prompt_len
-            with lane.on_device():
-                lane.cache, lane.last = self.compiled.prefill(lane.params, lane.put(prefill),
-                                                              lane.put(lens))
-            lane.keys = lane.put(self._row_keys(lane.rows))
-            lane.window = np.full((s.batch, self.compiled.window), -1, np.int32)
-        self.stats.generate_s += time.perf_counter() - t0
-
-        while any(lane.active for lane in lanes):
+        cache, last = c.init_cache(params)
+        seed = self._seed()
+        st.generate_s += time.perf_counter() - t0
+        while True:
             t0 = time.perf_counter()
-            for lane in lanes:  # dispatch every lane before reading any: they run concurrently
-                lane.out = self._dispatch_segment(lane) if lane.active else None
-            host = jax.device_get([
-                (o.tokens_BS, o.logp_BS, o.entropy_BS, o.num_tokens_B, o.stop_code_B,
-                 o.window_BW, o.cache.lengths) if (o := lane.out) is not None else None
-                for lane in lanes])
-            self.stats.generate_s += time.perf_counter() - t0
+            resumed = []
+            for r in [r for r in parked if r.future.done()]:
+                parked.remove(r)
+                toks = self._take_result(r)
+                if toks:
+                    resumed.append((r, toks))
+                    window[r.slot] = -1  # stop sequences match sampled tokens of the new turn
+                else:
+                    free.append(by_slot.pop(r.slot).slot)
+            refills = []
+            while free and queue:
+                r = queue.popleft()
+                r.slot = free.popleft()
+                by_slot[r.slot] = r
+                window[r.slot] = -1
+                prompt_id[r.slot] = r.prompt_id % 2**32
+                sample_id[r.slot] = r.sample_id % 2**32
+                refills.append(r)
+            decodable = [r for r in by_slot.values() if not r.done and r.future is None]
+            g = agree({
+                "refill": len(refills), "results": len(resumed),
+                "result_width": max((len(t) for _, t in resumed), default=0),
+                "result_kv": max((len(r.tokens) for r, _ in resumed), default=0),
+                "decodable": len(decodable),
+                "decode_kv": max((len(r.tokens) for r in decodable), default=0) + s.segment_len,
+                "waiting": len(queue) + len(parked),
+                "unfinished": len(queue) + len(parked) + len(decodable),
+            }, _AGREE)
+            st.host_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            for lane, got in zip(lanes, host):
-                if got is None:
-                    continue
-                lane.cache, lane.last, lane.out = lane.out.cache, lane.out.last_logits_BV, None
-                tokens_BS, logp_BS, ent_BS, count_B, stop_B, window, lengths_B = got
-                lane.window = np.array(window)
-                self.stats.segments += 1
-                lane.pending = []
-                for i, r in enumerate(lane.rows):
-                    if r.done:
-                        continue
-                    n = int(count_B[i])
-                    r.add(tokens_BS[i, :n], sampled=True, logp=logp_BS[i, :n].tolist(),
-                          entropy=ent_BS[i, :n].tolist())
-                    self.stats.sampled_tokens += n
-                    self._after_segment(i, r, int(stop_B[i]), int(lengths_B[i]), lane.pending)
-                lane.lengths = lengths_B
-            self.stats.host_s += time.perf_counter() - t0
-            if any(lane.pending for lane in lanes):
-                self._run_tools([lane for lane in lanes if lane.pending])
-        return [self._finish(r) for r in rows]
+            if g["refill"]:
+                cache, last = self._append(params, cache, last, g["refill"], s.prefill_len,
+                                           s.kv_window(s.prefill_len),
+                                           [(r, r.tokens) for r in refills], reset=True)
+                st.refills += len(refills)
+            if g["results"]:
+                cache, last = self._append(params, cache, last, g["results"],
+                                           s.extend_width(g["result_width"]),
+                                           s.kv_window(g["result_kv"]), resumed, reset=False)
+                st.extends += 1
+            st.generate_s += time.perf_counter() - t0
+            if g["decodable"]:
+                waiting = g["waiting"] > 0
+                min_running = max(1, g["decodable"] - self.refill_quantum + 1) if waiting else 1
+                running = np.zeros((b,), bool)
+                budget = np.zeros((b,), np.int32)
+                for r in decodable:
+                    running[r.slot] = True
+                    budget[r.slot] = r.budget - r.sampled
+                t0 = time.perf_counter()
+                out = c.decode_segment(
+                    params, cache, last, seed, lay.put(prompt_id), lay.put(sample_id),
+                    lay.put(running), lay.put(budget), lay.put(window), np.int32(min_running),
+                    kv_len=s.kv_window(g["decode_kv"]))
+                cache, last = out.cache, out.last_logits_BV
+                tokens, logp, ent, count, stop, win = lay.local_rows(
+                    out.tokens_BS, out.logp_BS, out.entropy_BS, out.num_tokens_B,
+                    out.stop_code_B, out.window_BW)
+                steps = int(np.asarray(out.steps.addressable_data(0)))
+                st.generate_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                st.segments += 1
+                st.slot_steps += len(slots) * steps
+                st.busy_slot_steps += int(count.sum())
+                position = {int(slot): j for j, slot in enumerate(slots)}
+                for r in decodable:
+                    j = position[r.slot]
+                    k = int(count[j])
+                    window[r.slot] = win[j]
+                    r.add(tokens[j, :k], sampled=True, logp=logp[j, :k].tolist(),
+                          entropy=ent[j, :k].tolist())
+                    st.sampled_tokens += k
+                    self._after_segment(r, int(stop[j]))
+                    if r.future is not None:
+                        parked.append(r)
+                    elif r.done:
+                        free.append(by_slot.pop(r.slot).slot)
+                st.host_s += time.perf_counter() - t0
+            elif g["unfinished"]:
+                # Nothing anywhere can decode: every unfinished row waits for a tool. Wait for
+                # one of ours briefly (others' rows may resume first: agree again soon).
+                t0 = time.perf_counter()
+                if parked:
+                    cf.wait([r.future for r in parked], timeout=0.05,
+                            return_when=cf.FIRST_COMPLETED)
+                else:
+                    time.sleep(0.002)
+                st.tool_wait_s += time.perf_counter() - t0
+            else:
+                return
 
-    def _dispatch_segment(self, lane: _Lane):
-        s = self.shapes
-        running = np.array([not r.done for r in lane.rows])
-        budget = np.array([self.limits.max_new_tokens - r.sampled for r in lane.rows], np.int32)
-        # Every running row can grow by at most segment_len tokens in this call.
-        longest = max(len(r.tokens) for r in lane.rows if not r.done)
-        with lane.on_device():
-            return self.compiled.decode_segment(
-                lane.params, lane.cache, lane.last, lane.keys, lane.put(running),
-                lane.put(budget), lane.put(lane.window), kv_len=s.kv_window(longest + s.segment_len))
+    def _append(self, params, cache, last, rows_needed: int, width: int, kv_len: int,
+                items: list[tuple[_Row, list[int]]], *, reset: bool):
+        """One ``append`` call writing each ``(row, tokens)`` into the row's slot."""
+        s, lay = self.shapes, self.layout
+        r_total = self._append_batch(rows_needed)
+        at = lay.owned(r_total)[: len(items)]  # where this process's entries go
+        slot = np.full((r_total,), s.batch, np.int32)
+        tokens = np.full((r_total, width), self.compiled.pad_id, np.int32)
+        lens = np.zeros((r_total,), np.int32)
+        for i, (row, toks) in zip(at, items):
+            slot[i], lens[i] = row.slot, len(toks)
+            tokens[i, : len(toks)] = toks
+        resets = np.full((r_total,), reset, bool)
+        return self.compiled.append(params, cache, last, lay.put(slot), lay.put(tokens),
+                                    lay.put(lens), lay.put(resets), kv_len=kv_len)
+
+    # ------------------------------------------------------------------ tools
+    def _submit(self, call: ParsedCall | InvalidCall) -> cf.Future:
+        self.stats.tool_calls += 1
+        if not isinstance(call, ParsedCall):
+            return _done_future(call.to_result())
+
+        def run() -> ToolResult:
+            t0 = time.perf_counter()
+            try:
+                return self.execute([call])[0]
+            finally:
+                self.stats.tools_s += time.perf_counter() - t0
+
+        return self._pool.submit(run)
+
+    def _take_result(self, r: _Row) -> list[int]:
+        """Records the arrived result of ``r``'s call; its tokens, or [] when the row ends."""
+        try:
+            result = r.future.result()
+        except Exception as e:  # an executor bug must not take the rollout down
+            result = ToolResult(ToolStatus.ERROR, f"{r.call.name}: {type(e).__name__}: {e}")
+        call, span = r.call, r.span
+        r.future = r.call = None
+        room = self.shapes.cache_len - len(r.tokens) - 1
+        toks = self._result_tokens(result, room) if room > 0 else []
+        start = len(r.tokens)
+        r.calls.append(ToolCallRecord(call.name or "", call.arguments_json,
+                                      ToolStatus(result.status), result.text, span,
+                                      (start, start + len(toks))))
+        if not toks:
+            r.done, r.stop_reason = True, StopReason.CACHE_FULL
+            return []
+        r.add(toks, sampled=False)
+        r.turn_start = len(r.tokens)
+        return toks
 
     # ------------------------------------------------------------------ per-row decisions
-    def _after_segment(self, i: int, r: _Row, stop: int, cache_len_now: int, pending) -> None:
+    def _after_segment(self, r: _Row, stop: int) -> None:
+        """Ends the row, parks it on a call (submitting the call), or leaves it running."""
         turn = self._decode(r.tokens[r.turn_start:])
         if stop == STOP_EOS:
             r.done, r.stop_reason = True, StopReason.EOS
@@ -305,7 +424,8 @@ class RolloutEngine:
                 return
             parsed = self.syntax.parse_last_call(turn[:call_end])
             if parsed is not None:
-                pending.append((i, parsed, (r.turn_start, len(r.tokens))))
+                r.call, r.span = parsed, (r.turn_start, len(r.tokens))
+                r.future = self._submit(parsed)
                 return
         if extract_answer(turn, self.syntax.answer_style) is not None:
             r.done, r.stop_reason = True, StopReason.ANSWER
@@ -321,52 +441,6 @@ class RolloutEngine:
                 r.calls.append(ToolCallRecord(parsed.name or "", parsed.arguments_json,
                                               ToolStatus.INVALID_CALL, parsed.message, span,
                                               (len(r.tokens), len(r.tokens))))
-
-    def _run_tools(self, lanes: list[_Lane]) -> None:
-        """Runs every lane's pending calls in one concurrent batch, then extends each lane."""
-        t0 = time.perf_counter()
-        valid = [(lane, i, c) for lane in lanes for i, c, _ in lane.pending
-                 if isinstance(c, ParsedCall)]
-        outputs = self.execute([c for _, _, c in valid])
-        results = {(id(lane), i): out for (lane, i, _), out in zip(valid, outputs)}
-        self.stats.tools_s += time.perf_counter() - t0
-        self.stats.tool_calls += sum(len(lane.pending) for lane in lanes)
-        s = self.shapes
-        for lane in lanes:
-            t0 = time.perf_counter()
-            ext = np.full((s.batch, s.extend_len), self.compiled.pad_id, np.int32)
-            ext_lens = np.zeros((s.batch,), np.int32)  # filled below, then cut to a width
-            for i, call, span in lane.pending:
-                r = lane.rows[i]
-                result = (results[(id(lane), i)] if isinstance(call, ParsedCall)
-                          else call.to_result())
-                room = s.cache_len - int(lane.lengths[i]) - 1
-                toks = self._result_tokens(result, room) if room > 0 else []
-                start = len(r.tokens)
-                r.calls.append(ToolCallRecord(call.name or "", call.arguments_json,
-                                              ToolStatus(result.status), result.text, span,
-                                              (start, start + len(toks))))
-                if not toks:
-                    r.done, r.stop_reason = True, StopReason.CACHE_FULL
-                    continue
-                r.add(toks, sampled=False)
-                r.turn_start = len(r.tokens)
-                ext[i, : len(toks)] = toks
-                ext_lens[i] = len(toks)
-                lane.window[i] = -1  # stop sequences match sampled tokens of the new turn only
-            lane.pending = []
-            self.stats.host_s += time.perf_counter() - t0
-            if not ext_lens.any():  # every pending row ran out of cache: nothing to append
-                continue
-            t0 = time.perf_counter()
-            kv_len = s.kv_window(max(len(lane.rows[i].tokens) for i in np.flatnonzero(ext_lens)))
-            ext = ext[:, : s.extend_width(int(ext_lens.max()))]
-            with lane.on_device():
-                lane.cache, lane.last = self.compiled.extend(
-                    lane.params, lane.cache, lane.last, lane.put(ext), lane.put(ext_lens),
-                    kv_len=kv_len)
-            self.stats.extends += 1
-            self.stats.generate_s += time.perf_counter() - t0
 
     def _finish(self, r: _Row) -> Trajectory:
         seg = np.asarray(r.segment_ids, np.int32)
