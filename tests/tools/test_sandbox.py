@@ -1,18 +1,23 @@
 """Sandboxed Python: every hostile program ends as a failed result, the executor keeps going, and
-nothing of the trainer is reachable. Runs for every backend that works on this machine; the
-rlimit fallback must always work."""
+nothing of the trainer is reachable. Runs for every backend: bwrap (the default, a requirement:
+never skipped) and rlimit must work; unshare is skipped only where user namespaces are refused.
+Containment category by category, with the audit hook on and off: test_containment.py."""
 
+import logging
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
 import pytest
 
+from toolrl_jax.config.core import ConfigError
 from toolrl_jax.config.tools import PythonToolConfig
 from toolrl_jax.tools import ParsedCall, PythonTool, SandboxUnavailable, ToolExecutor
-from toolrl_jax.tools.sandbox import select_plan
+from toolrl_jax.tools.sandbox import choose, select_plan
+from toolrl_jax.tools.sandbox.seccomp import build_filter
 from toolrl_jax.types import ToolStatus
 
 LIMITS = dict(timeout_s=5.0, cpu_s=3, memory_mb=256, max_processes=16, capture_bytes=4096)
@@ -23,8 +28,8 @@ def _cfg(backend, **kw):
 
 
 def _available(backend):
-    if backend == "rlimit":
-        return True  # the documented fallback: a failure to build it must fail the test
+    if backend in ("bwrap", "rlimit"):
+        return True  # the default and the last resort: a failure to build them must fail the test
     try:
         select_plan(_cfg(backend))
         return True
@@ -207,8 +212,8 @@ def _sandbox_process_uids():
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if b"toolrl_py_" not in f.read():
+            with open(f"/proc/{entry}/cmdline", "rb") as f:  # the prelude's settings argument
+                if b"echo_last_expression" not in f.read():
                     continue
             with open(f"/proc/{entry}/status") as f:
                 line = next(x for x in f if x.startswith("Uid:"))
@@ -280,3 +285,44 @@ def test_named_backend_that_cannot_work_raises():
 def test_signal_names_in_crash_reports(tool):
     r = run(tool, "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)")
     assert r.status == ToolStatus.ERROR and signal.SIGSEGV.name in r.text, r.text
+
+
+def test_auto_refuses_without_bubblewrap(monkeypatch):
+    """No silent downgrade: without bubblewrap 'auto' fails, naming the fix and the opt-outs."""
+    monkeypatch.setattr(choose, "_cache", {})
+    monkeypatch.setattr(choose, "tool_path", lambda backend: "")
+    with pytest.raises(SandboxUnavailable, match="apt-get install -y bubblewrap") as err:
+        select_plan(PythonToolConfig())
+    assert "tools.python.sandbox='unshare' or 'rlimit'" in str(err.value)
+
+
+@pytest.mark.parametrize("backend", ["unshare", "rlimit"])
+def test_weaker_backend_by_name_warns_in_one_line(backend, monkeypatch, caplog):
+    if not _available(backend):
+        pytest.skip(f"{backend} not usable here")
+    monkeypatch.setattr(choose, "_cache", {})
+    with caplog.at_level(logging.WARNING, logger=choose.__name__):
+        plan = select_plan(_cfg(backend))
+    assert plan.backend == backend
+    (record,) = [r for r in caplog.records if r.name == choose.__name__]
+    message = record.getMessage()
+    assert "\n" not in message and "does NOT contain the host file system" in message
+    assert "memory across processes" in message and "host UNIX sockets" in message
+
+
+def test_disk_limit_is_validated():
+    with pytest.raises(ConfigError, match="disk_mb"):
+        PythonToolConfig(disk_mb=0).validate("config.tools.python")
+
+
+@pytest.mark.parametrize("abi", ["x86_64", "aarch64"])
+@pytest.mark.parametrize("allow_subprocess", [False, True])
+def test_seccomp_program_is_well_formed(abi, allow_subprocess):
+    """Every jump of the BPF program lands on an instruction and it ends in returns (the kernel
+    would refuse it otherwise; only this machine's ABI is run for real, in test_containment)."""
+    prog = build_filter(abi, allow_subprocess)
+    ins = [struct.unpack("=HBBI", prog[i:i + 8]) for i in range(0, len(prog), 8)]
+    for i, (code, jt, jf, _) in enumerate(ins):
+        if code & 0x07 == 0x05:  # BPF_JMP
+            assert i + 1 + max(jt, jf) < len(ins)
+    assert [code for code, *_ in ins[-3:]] == [0x06] * 3

@@ -19,9 +19,11 @@ KNOWN_TOOLS = ("python", "calculator", "search")
 class PythonToolConfig:
     """Sandboxed Python interpreter (tools/python_tool.py, tools/sandbox/)."""
 
-    # Sandbox backend. 'auto' takes the strongest that works here: bwrap (bubblewrap: private
-    # read-only filesystem, no network, own pid namespace) > unshare (no network, own pid namespace)
-    # > rlimit (rlimits + an audit-hook prelude only). Naming one that does not work is an error.
+    # Sandbox backend (tools/sandbox/backends.py). 'auto' = bwrap (bubblewrap, a requirement:
+    # private read-only root, per-call tmpfs, no network, own pid/user namespaces, seccomp); it
+    # refuses to start when bubblewrap does not work. 'unshare' (no network, own pid namespace)
+    # and 'rlimit' (rlimits only) leave the host file system and more uncontained: they run only
+    # when named here, with a one-line warning saying what is not contained.
     sandbox: Literal["auto", "bwrap", "unshare", "rlimit"] = "auto"
     # Interpreter for model code; empty: this process's interpreter (sys.executable). When the
     # trainer runs as root the code runs as ``sandbox_uid`` instead, and an empty value falls back
@@ -30,10 +32,18 @@ class PythonToolConfig:
     sandbox_uid: int = 65534  # 'nobody': the uid/gid model code runs as when the trainer is root
     timeout_s: float = 5.0  # wall clock per call; the whole process group is killed after it
     cpu_s: int = 5  # RLIMIT_CPU (seconds of CPU time)
-    memory_mb: int = 1024  # RLIMIT_AS (address space); numpy + a few arrays fit in 1 GiB
-    max_open_files: int = 64  # RLIMIT_NOFILE
-    max_processes: int = 64  # RLIMIT_NPROC (counts threads; not enforced by the kernel for root)
-    max_file_mb: int = 16  # RLIMIT_FSIZE: largest file the code may write in its temp dir
+    # RLIMIT_AS (address space); numpy + a few arrays fit in 1 GiB. Under bwrap a call is one
+    # process (seccomp refuses fork) so this bounds the call's memory; with allow_subprocess the
+    # bound is max_processes x memory_mb (no cgroup is used).
+    memory_mb: int = 1024
+    max_open_files: int = 64  # RLIMIT_NOFILE (per process)
+    # RLIMIT_NPROC: processes + threads of one call (bwrap: its own user namespace, so concurrent
+    # calls do not share it; other backends count every call of the uid together).
+    max_processes: int = 64
+    max_file_mb: int = 16  # RLIMIT_FSIZE: largest file the code may write
+    # bwrap: size of the call's tmpfs (its working dir and only writable place: all its files
+    # together). It is RAM, so max_workers calls may hold max_workers x disk_mb at once.
+    disk_mb: int = 64
     capture_bytes: int = 65536  # stdout+stderr kept; past this the program is stopped
     # Model code may not start processes by default: fork bombs then fail at once, whatever the
     # backend. True is only accepted when the code runs under a non-root uid (RLIMIT_NPROC holds).
@@ -41,7 +51,11 @@ class PythonToolConfig:
     # Like a notebook: if the last statement is an expression, print its repr (models often end
     # with a bare ``x`` and expect to see it).
     echo_last_expression: bool = True
-    workdir_root: str = ""  # parent of the per-call temp dirs; empty: the system temp dir
+    # unshare / rlimit: parent of the per-call host temp dirs; empty: the system temp dir.
+    workdir_root: str = ""
+    # The prelude's audit hook (PEP 578): clear messages for refused writes, sockets, processes.
+    # A convenience only: every containment holds with it off (the tests check both ways).
+    audit_hook: bool = True
 
     def validate(self, path: str) -> None:
         require(self.timeout_s > 0, f"{path}.timeout_s={self.timeout_s} must be > 0")
@@ -50,6 +64,7 @@ class PythonToolConfig:
         require(self.max_open_files >= 16, f"{path}.max_open_files must be >= 16")
         require(self.max_processes >= 1, f"{path}.max_processes must be >= 1")
         require(self.max_file_mb >= 0, f"{path}.max_file_mb must be >= 0")
+        require(self.disk_mb >= 1, f"{path}.disk_mb={self.disk_mb} must be >= 1")
         require(self.capture_bytes >= 256, f"{path}.capture_bytes must be >= 256")
         require(self.sandbox_uid > 0, f"{path}.sandbox_uid={self.sandbox_uid} must be > 0 (not root)")
 

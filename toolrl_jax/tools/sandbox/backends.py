@@ -1,20 +1,31 @@
 """Sandbox backends: the command line that starts the model's code, one per isolation level.
 
 =========  ==========================================================================================
-backend    what contains the code (every backend also gets the prelude's rlimits + audit hook, a
-           scrubbed environment, a fresh temp working dir and a wall-clock kill of its process group)
+backend    what contains the code (every backend also gets the prelude's rlimits, a scrubbed
+           environment and a wall-clock kill; the audit hook is a convenience, never relied on)
 =========  ==========================================================================================
-bwrap      bubblewrap: new user, pid, net, ipc, uts and cgroup namespaces; a private file system with
-           only /usr, the interpreter's prefixes (read-only), a fresh /proc, /dev and a tmpfs /tmp,
-           plus the working dir (read-write); all capabilities dropped; dies with its parent.
-unshare    util-linux ``unshare --user --map-root-user --net --pid --fork --mount-proc``: no network
-           (only a down loopback), the trainer's processes invisible (own pid namespace and /proc),
-           no capabilities outside the namespace. The host file system stays visible; writes
-           outside the working dir are refused by file permissions (non-root uid) and the hook.
-rlimit     no OS isolation beyond rlimits and (when the trainer is root) a non-root uid; network,
-           file writes, process creation and /proc of other processes are refused by the audit
-           hook only. The weakest level: for machines where neither of the above is permitted.
+bwrap      The default and the only backend ``auto`` takes. Bubblewrap, started as a non-root uid:
+           new user, pid, net, ipc, uts and cgroup namespaces, all capabilities dropped, no new
+           privileges, dies with its parent. A private root, read-only: ``/usr``, the
+           interpreter's prefixes and a few ``/etc`` files, a fresh ``/proc``, a minimal read-only
+           ``/dev`` (so no ``/dev/shm``), and one size-limited tmpfs, ``/sandbox`` (``/tmp`` links
+           to it): the call's working dir and its only writable place, which exists in that call's
+           mount namespace alone. The code arrives through a memfd (``--file``), so no host path
+           of the call exists. A seccomp filter (seccomp.py) refuses new namespaces and, unless
+           ``allow_subprocess``, process creation. RLIMIT_NPROC counts per user namespace, hence
+           per call.
+unshare    Named only, with a warning. ``unshare --user --map-root-user --net --pid --fork
+           --mount-proc``: no network, the trainer's processes invisible. The host file system
+           stays visible and calls share the host temp dir and uid.
+rlimit     Named only, with a warning. rlimits and a non-root uid only.
 =========  ==========================================================================================
+
+Per-call limits under bwrap, as a whole: disk = ``disk_mb`` (the tmpfs), processes =
+``max_processes`` (its own user namespace), memory = ``memory_mb`` (RLIMIT_AS of its one process;
+with ``allow_subprocess`` the documented bound is ``max_processes`` x ``memory_mb``, as no cgroup
+is used), open files = ``max_open_files`` per process, wall time and output size (runner.py).
+The tmpfs's inode count is not limited (bubblewrap sets only its size): empty files cost kernel
+memory but no disk, bounded by the wall time (~1e5 files in 5 s) and freed when the call ends.
 
 When the trainer runs as root, the code runs as ``sandbox_uid`` (nobody) in every backend: root is
 exempt from RLIMIT_NPROC and could read anything, so a fork bomb or a secret would not be contained.
@@ -29,6 +40,18 @@ import os
 import shutil
 
 BACKENDS = ("bwrap", "unshare", "rlimit")
+
+# What each weaker backend leaves uncontained; the one-line warning a user who names it gets.
+NOT_CONTAINED = {
+    "unshare": "the host file system (readable, writable where permissions allow), per-call "
+               "isolation (calls share the host temp dir and uid), disk across files, memory "
+               "across processes, host UNIX sockets and host /dev/shm",
+    "rlimit": "the host file system, per-call isolation, network, host processes, disk across "
+              "files, memory across processes, host UNIX sockets and host /dev/shm",
+}
+
+# The call's tmpfs inside a bwrap sandbox: working dir, HOME, TMPDIR; the only writable place.
+SANDBOX_DIR = "/sandbox"
 
 # Directories a Python interpreter needs besides its prefix, bound read-only under bwrap.
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -45,6 +68,15 @@ def prelude_source() -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrivateCall:
+    """What one bwrap call gets besides the plan: fds the runner opened and passes through."""
+
+    code_fd: int  # memfd holding the model's code; bwrap copies it to SANDBOX_DIR/main.py
+    seccomp_fd: int  # memfd holding the BPF program
+    disk_bytes: int  # size of the call's tmpfs
+
+
+@dataclasses.dataclass(frozen=True)
 class SandboxPlan:
     """How to start sandboxed code: backend, interpreter, host uid and (bwrap) read-only roots."""
 
@@ -54,7 +86,12 @@ class SandboxPlan:
     ro_roots: tuple[str, ...] = ()  # interpreter prefixes to expose (bwrap only)
     tool_path: str = ""  # absolute path of bwrap / unshare
 
-    def command(self, workdir: str, settings: dict) -> list[str]:
+    @property
+    def private_root(self) -> bool:
+        """True when the code sees its own root and tmpfs, not a host working dir."""
+        return self.backend == "bwrap"
+
+    def command(self, workdir: str, settings: dict, private: PrivateCall | None = None) -> list[str]:
         """argv for one run. ``settings`` are the prelude's (limits, workdir, flags)."""
         python = [self.executable, "-I", "-B", "-u", "-c", prelude_source(), json.dumps(settings)]
         if self.backend == "rlimit":
@@ -63,11 +100,34 @@ class SandboxPlan:
             return [self.tool_path, "--user", "--map-root-user", "--net", "--pid", "--fork",
                     "--kill-child", "--mount-proc", "--", *python]
         if self.backend == "bwrap":
-            return [self.tool_path, *self._bwrap_mounts(workdir), "--", *python]
+            if private is None:
+                raise ValueError("the bwrap backend needs the call's fds (runner.run_code)")
+            return [self.tool_path, *self._bwrap_args(private), "--", *python]
         raise ValueError(f"unknown sandbox backend {self.backend!r}; choose one of {BACKENDS}")
 
-    def _bwrap_mounts(self, workdir: str) -> list[str]:
-        args = ["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    def _bwrap_args(self, call: PrivateCall) -> list[str]:
+        # --unshare-user explicitly: --unshare-all only *tries* it, and without a user namespace
+        # RLIMIT_NPROC would count every call of the uid together.
+        args = ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
+                "--hostname", "sandbox", "--cap-drop", "ALL"]
+        args += self._bwrap_read_only_binds()
+        args += [
+            "--proc", "/proc",
+            # A fresh /dev, then read-only: its tmpfs (and /dev/shm in it) is no second writable
+            # place; writes to the device nodes (/dev/null) still work.
+            "--dev", "/dev", "--remount-ro", "/dev",
+            "--size", str(call.disk_bytes), "--tmpfs", SANDBOX_DIR,
+            "--symlink", SANDBOX_DIR.lstrip("/"), "/tmp",
+            "--file", str(call.code_fd), f"{SANDBOX_DIR}/main.py",
+            "--chdir", SANDBOX_DIR,
+            # bwrap's root tmpfs is owned by the sandbox uid: read-only, so it holds nothing.
+            "--remount-ro", "/",
+            "--seccomp", str(call.seccomp_fd),
+        ]
+        return args
+
+    def _bwrap_read_only_binds(self) -> list[str]:
+        args: list[str] = []
         for d in _SYSTEM_DIRS:
             if os.path.islink(d):  # merged-/usr systems: /lib -> usr/lib
                 args += ["--symlink", os.readlink(d), d]
@@ -78,17 +138,16 @@ class SandboxPlan:
                 args += ["--ro-bind", f, f]
         bound = [d for d in _SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)]
         for root in self.ro_roots:
-            if os.path.isdir(root) and not any(_under(root, b) for b in bound):
+            # Never "/" (a prefix of "/" would bind the whole host back in).
+            if root != "/" and os.path.isdir(root) and not any(_under(root, b) for b in bound):
                 args += ["--ro-bind", root, root]
                 bound.append(root)
-        # /tmp is a fresh tmpfs; the working dir (often under /tmp) is bound on top of it.
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                 "--bind", workdir, workdir, "--chdir", workdir]
         return args
 
     def describe(self) -> str:
         what = {
-            "bwrap": "bubblewrap: user+pid+net+ipc namespaces, private read-only filesystem",
+            "bwrap": "bubblewrap: user+pid+net+ipc namespaces, private read-only root, per-call "
+                     "tmpfs, seccomp",
             "unshare": "unshare: user+pid+net namespaces",
             "rlimit": "rlimits + audit-hook prelude only (no OS isolation)",
         }[self.backend]

@@ -1,11 +1,15 @@
 """Runs one piece of model code under a :class:`SandboxPlan` and collects what it printed.
 
-The trainer-side half of the sandbox: a fresh temp working dir (deleted afterwards), a scrubbed
+The trainer-side half of the sandbox: the code's home (bwrap: a memfd that bubblewrap copies into
+the call's own tmpfs, with a memfd for the seccomp program, so nothing of the call touches the
+host's disk; the weaker backends: a fresh host temp dir, deleted afterwards), a scrubbed
 environment, a new session/process group, stdout+stderr read through one pipe with a byte cap (a
 100 MB print costs at most ``capture_bytes`` of memory; the program is stopped when it exceeds the
-cap), and a wall-clock deadline after which the whole process group gets SIGKILL. Nothing here
-runs untrusted code in this process: ``subprocess`` forks and execs in C (no ``preexec_fn``, which
-is unsafe with threads), including the switch to the sandbox uid.
+cap), and a wall-clock deadline after which the whole process group gets SIGKILL (under bwrap the
+code's own session dies with it: bubblewrap's init is pid 1 of the call's pid namespace, and the
+kernel kills a namespace whose pid 1 is gone). Nothing here runs untrusted code in this process:
+``subprocess`` forks and execs in C (no ``preexec_fn``, which is unsafe with threads), including
+the switch to the sandbox uid.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import tempfile
 import time
 
 from toolrl_jax.config.tools import PythonToolConfig
-from toolrl_jax.tools.sandbox.backends import SandboxPlan
+from toolrl_jax.tools.sandbox.backends import SANDBOX_DIR, PrivateCall, SandboxPlan
+from toolrl_jax.tools.sandbox.seccomp import seccomp_program
 
 _READ_CHUNK = 65536
 
@@ -62,33 +67,74 @@ def prelude_settings(cfg: PythonToolConfig, workdir: str) -> dict:
         "max_file_bytes": int(cfg.max_file_mb) << 20,
         "allow_subprocess": bool(cfg.allow_subprocess),
         "echo_last_expression": bool(cfg.echo_last_expression),
+        "audit_hook": bool(cfg.audit_hook),
     }
 
 
 def run_code(plan: SandboxPlan, code: str, cfg: PythonToolConfig) -> SandboxOutcome:
     """Runs ``code`` as a script in a fresh sandbox; never raises for anything the code does."""
+    source = code.encode("utf-8", errors="replace")  # lone surrogates cannot be written as UTF-8
+    if plan.private_root:
+        return _run_private(plan, source, cfg)
+    return _run_in_host_dir(plan, source, cfg)
+
+
+def _run_private(plan: SandboxPlan, source: bytes, cfg: PythonToolConfig) -> SandboxOutcome:
+    """bwrap: the code and the seccomp program travel as memfds; the call's files live in its own
+    tmpfs, which vanishes with its mount namespace, so there is nothing to clean up."""
+    fds: list[int] = []
+    try:
+        fds.append(_memfd("main.py", source))
+        fds.append(_memfd("seccomp", seccomp_program(cfg.allow_subprocess)))
+        call = PrivateCall(code_fd=fds[0], seccomp_fd=fds[1], disk_bytes=int(cfg.disk_mb) << 20)
+        cmd = plan.command(SANDBOX_DIR, prelude_settings(cfg, SANDBOX_DIR), call)
+        # cwd "/": any host dir would do, the sandbox uid only needs to be able to enter it.
+        return _run(plan, cmd, cfg, cwd="/", env=sandbox_env(SANDBOX_DIR), pass_fds=tuple(fds))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, read from its start (close-on-exec unless
+    passed on with ``pass_fds``)."""
+    fd = os.memfd_create(name)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _run_in_host_dir(plan: SandboxPlan, source: bytes, cfg: PythonToolConfig) -> SandboxOutcome:
+    """unshare / rlimit: a fresh host temp dir holds the code and is deleted afterwards."""
     workdir = os.path.realpath(
         tempfile.mkdtemp(prefix="toolrl_py_", dir=cfg.workdir_root or None)
     )
     try:
-        with open(os.path.join(workdir, "main.py"), "w", encoding="utf-8") as f:
-            f.write(code)
+        with open(os.path.join(workdir, "main.py"), "wb") as f:
+            f.write(source)
         if plan.uid is not None:
             os.chown(workdir, plan.uid, plan.uid)
-        return _run(plan, workdir, cfg)
+        cmd = plan.command(workdir, prelude_settings(cfg, workdir))
+        return _run(plan, cmd, cfg, cwd=workdir, env=sandbox_env(workdir))
     finally:
         _remove_tree(workdir)
 
 
-def _run(plan: SandboxPlan, workdir: str, cfg: PythonToolConfig) -> SandboxOutcome:
-    cmd = plan.command(workdir, prelude_settings(cfg, workdir))
+def _run(plan: SandboxPlan, cmd: list[str], cfg: PythonToolConfig, *, cwd: str,
+         env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> SandboxOutcome:
     ids = {}
     if plan.uid is not None:
         ids = {"user": plan.uid, "group": plan.uid, "extra_groups": []}
     start = time.monotonic()
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        cwd=workdir, env=sandbox_env(workdir), start_new_session=True, close_fds=True, **ids,
+        cwd=cwd, env=env, start_new_session=True, close_fds=True, pass_fds=pass_fds, **ids,
     )
     deadline = start + cfg.timeout_s
     chunks: list[bytes] = []
