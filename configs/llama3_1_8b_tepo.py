@@ -20,10 +20,12 @@ v5p-32 (16 chips, 95 GiB HBM each), mesh fsdp=4 x tensor=4:
         --config.data.tokenizer=/mnt/ckpt/Llama-3.1-8B-Instruct \\
         --config.data.jsonl_path=/mnt/data/math_qa.jsonl \\
         --config.tools.search.corpus_path=/mnt/data/wiki_passages.jsonl \\
-        --workdir /mnt/shared/runs/tepo
+        --workdir gs://my-bucket/runs/tepo
 
-The work dir must be one file system every host mounts (Filestore / NFS / GCS FUSE): every
-host reads what process 0 prepared there. A ``gs://`` URI work dir is not supported yet.
+The work dir is a ``gs://`` URI here (a file system every host mounts works too): checkpoints,
+metrics, TensorBoard, rollouts, evaluations, reports and the HF exports go there. Each host builds
+its dataset, corpus and tokenizer copies in a local scratch dir (``$TOOLRL_JAX_SCRATCH``, default
+``/tmp/toolrl_jax_scratch``); process 0's tokenizer is kept in the work dir for the others.
 
 8 x H100 80 GiB, mesh fsdp=1 x tensor=8:
 

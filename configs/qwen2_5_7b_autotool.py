@@ -19,10 +19,12 @@ v5p-32 (16 chips, 95 GiB HBM each), mesh fsdp=4 x tensor=4 (28 heads divide by 4
     TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh run configs/qwen2_5_7b_autotool.py \\
         --config.model.init_from=/mnt/ckpt/Qwen2.5-7B-Instruct \\
         --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct \\
-        --config.data.jsonl_path=/mnt/data/function_calls.jsonl --workdir /mnt/shared/runs/autotool
+        --config.data.jsonl_path=/mnt/data/function_calls.jsonl --workdir gs://my-bucket/runs/autotool
 
-The work dir must be one file system every host mounts (Filestore / NFS / GCS FUSE): every
-host reads what process 0 prepared there. A ``gs://`` URI work dir is not supported yet.
+The work dir is a ``gs://`` URI here (a file system every host mounts works too): checkpoints,
+metrics, TensorBoard, rollouts, evaluations, reports and the HF exports go there. Each host builds
+its dataset, corpus and tokenizer copies in a local scratch dir (``$TOOLRL_JAX_SCRATCH``, default
+``/tmp/toolrl_jax_scratch``); process 0's tokenizer is kept in the work dir for the others.
 
 8 x H100 80 GiB, mesh fsdp=2 x tensor=4:
 

@@ -24,6 +24,8 @@ VENV=${VENV:-.venv}
 
 case "${1:-}" in
   setup)
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)  # bubblewrap: the Python tool's sandbox (required)
+    command -v bwrap >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq bubblewrap; }
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q -e '.[cuda]'
     "$VENV/bin/python" -c 'import jax; print(jax.devices())'

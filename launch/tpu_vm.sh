@@ -5,12 +5,16 @@
 #   TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh setup
 #   TPU_NAME=my-v5p-32 ZONE=us-east5-a bash launch/tpu_vm.sh run configs/qwen2_5_7b_tao_rl.py \
 #       --config.model.init_from=/mnt/ckpt/Qwen2.5-7B-Instruct \
-#       --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct --workdir /mnt/shared/runs/tao_rl
+#       --config.data.tokenizer=/mnt/ckpt/Qwen2.5-7B-Instruct --workdir gs://my-bucket/runs/tao_rl
 #
 # `setup` copies this checkout to every worker and installs it with the TPU extra; `run` starts
-# the same command on all workers at once. Checkpoints and metrics go to --workdir: use a
-# filesystem every worker mounts (gs:// URIs are not supported yet) so all workers see the same directory; the model
-# checkpoint must be at the same local path on every worker (nothing is downloaded).
+# the same command on all workers at once. Everything the run writes goes to --workdir, a gs://
+# URI (or a filesystem every worker mounts): orbax checkpoints (each host its shards), and, from
+# process 0, metrics, TensorBoard, rollouts, evaluations, reports and HF exports. Each worker keeps
+# its dataset / tokenizer copies and the files being written in a local scratch dir
+# ($TOOLRL_JAX_SCRATCH, default /tmp/toolrl_jax_scratch). The model checkpoint is read from
+# --config.model.init_from: the same local path on every worker, or a gs:// URI (each worker
+# then downloads a copy into its scratch dir first, so leave room for one on its disk).
 #
 # Multi-host start-up: `run` exports JAX_COORDINATOR_ADDRESS=<worker 0's internal IP>:8476 on
 # every worker, so toolrl_jax.sharding.maybe_initialize_distributed calls
@@ -35,7 +39,9 @@ case "${1:-}" in
     tar czf /tmp/toolrl_jax_src.tgz --exclude=.venv --exclude=runs --exclude=.git .
     gcloud compute tpus tpu-vm scp /tmp/toolrl_jax_src.tgz "$TPU_NAME":/tmp/ --zone="$ZONE" \
       $PROJECT_FLAG --worker=all
-    ssh_all "mkdir -p $REMOTE_DIR && tar xzf /tmp/toolrl_jax_src.tgz -C $REMOTE_DIR && \
+    # bubblewrap: the Python tool's sandbox (required)
+    ssh_all "(command -v bwrap >/dev/null || (sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap)) && \
+      mkdir -p $REMOTE_DIR && tar xzf /tmp/toolrl_jax_src.tgz -C $REMOTE_DIR && \
       cd $REMOTE_DIR && python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu]'"
     ;;
   run)

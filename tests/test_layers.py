@@ -33,6 +33,7 @@ LAYERS = {
     "toolrl_jax.buckets": 4,
     "toolrl_jax.sharding": 4,
     "toolrl_jax.models": 5,
+    "toolrl_jax.fetch": 5,  # model files into the local cache; imports nothing of the package
     "toolrl_jax.tools": 5,
     "toolrl_jax.data": 5,
     "toolrl_jax.rl": 5,  # recipes: binds the config to the math
@@ -44,6 +45,7 @@ LAYERS = {
     "toolrl_jax.testing": 9,
     "toolrl_jax.main": 10,
     "toolrl_jax.testing.multihost": 10,  # drives whole experiments, like main
+    "toolrl_jax.testing.multihost_rollout": 10,  # a simulated pod's rollout, beside multihost
 }
 
 

@@ -1,5 +1,6 @@
 """The one JSONL reader: every JSON-lines input (tasks, trajectories, search corpora) goes through
-:func:`iter_json_lines`, so a bad line is always reported the same way (``path:line: reason``)."""
+:func:`iter_json_lines`, so a bad line is always reported the same way (``path:line: reason``).
+Paths may be URIs (``gs://…``), read through ``etils.epath``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 from collections.abc import Iterator
 from typing import Any
+
+from etils import epath
 
 
 def iter_json_lines(path: str | os.PathLike,
@@ -16,7 +19,7 @@ def iter_json_lines(path: str | os.PathLike,
     A line that is not JSON raises ``ValueError("<path>:<line>: not a JSON line (<why>)")`` — or,
     when ``bad_lines`` is a list, that message is appended to it and reading goes on.
     """
-    with open(path, encoding="utf-8") as f:
+    with epath.Path(path).open("r", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -16,7 +16,9 @@ def _parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     overrides, rest = config_lib.parse_overrides(argv)
     parser = argparse.ArgumentParser(prog="python -m toolrl_jax.main", description=__doc__)
     parser.add_argument("--config", required=True, help="path to configs/<name>.py")
-    parser.add_argument("--workdir", default="", help="run directory (default: runs/<name>)")
+    parser.add_argument("--workdir", default="",
+                        help="run directory: a local path or a URI such as gs://bucket/run "
+                             "(default: runs/<name>)")
     return parser.parse_args(rest), overrides
 
 

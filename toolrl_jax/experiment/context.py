@@ -2,6 +2,9 @@
 
 Side effects (files under the work dir, tool processes) happen here, at the edge; the loops get
 ready objects. Re-running in the same work dir reuses what is there (dataset, tokenizer, corpus).
+The work dir may be a URI (``gs://bucket/run``): the dataset, corpus and tokenizer files then live
+in a local scratch dir (:mod:`toolrl_jax.experiment.workdir` says what goes where), and the
+tokenizer is kept in the work dir too, so every host and every restart uses the same one.
 """
 
 from __future__ import annotations
@@ -9,15 +12,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import jax
+from etils import epath
 
 from toolrl_jax.buckets import round_up
 from toolrl_jax.config import Config, ConfigError, to_dict
 from toolrl_jax.data.prepare import prepare_corpus, prepare_dataset, prepare_tokenizer
+from toolrl_jax.experiment import workdir as wd
 from toolrl_jax.models.decoder import init_sharded
 from toolrl_jax.models.hf import load_hf
+from toolrl_jax.models.layers import DTYPES
 from toolrl_jax.rollout.engine import RolloutEngine
 from toolrl_jax.rollout.factory import build_engine
 from toolrl_jax.sharding import (
@@ -33,37 +40,61 @@ from toolrl_jax.train.state import Policy, create_state
 GENERATED_CORPUS = "@generated"
 
 
-def _write_config(cfg: Config, workdir: Path) -> None:
+def _write_config(cfg: Config, workdir: epath.Path) -> None:
     """``<workdir>/config.json`` (process 0 writes it for every process)."""
-    workdir.mkdir(parents=True, exist_ok=True)
     if is_lead_process():
-        with open(workdir / "config.json", "w") as f:
-            json.dump(to_dict(cfg), f, indent=2)
+        wd.write_text(workdir / "config.json", json.dumps(to_dict(cfg), indent=2))
 
 
-def _prepare_files(cfg: Config, workdir: Path):
-    """config.json, the built dataset, the search corpus and the tokenizer in ``workdir``."""
+def _tokenizer_dir(cfg: Config, workdir: epath.Path, scratch: Path) -> Path:
+    """The local directory of the run's tokenizer files (the tokenizers library and the HF export
+    read them from a local path). A tokenizer given as a URI is downloaded next to the scratch dir;
+    the demo BPE of a URI work dir is fetched from ``<workdir>/tokenizer`` when an earlier process
+    (or run) trained it, so that every host tokenizes with the very same merges."""
+    if cfg.data.tokenizer:
+        if wd.is_uri(cfg.data.tokenizer):
+            wd.download_tree(cfg.data.tokenizer, wd.scratch_dir(cfg.data.tokenizer))
+        return wd.scratch_dir(cfg.data.tokenizer)  # a local path as it is (made absolute)
+    local = scratch / "tokenizer"
+    if wd.is_uri(workdir):
+        if (workdir / "tokenizer" / "tokenizer.json").is_file():
+            wd.download_tree(workdir / "tokenizer", local)
+        else:  # a scratch copy left by an earlier run whose work dir is gone: train afresh
+            shutil.rmtree(local, ignore_errors=True)
+    return local
+
+
+def _prepare_files(cfg: Config, workdir: epath.Path, scratch: Path):
+    """config.json in ``workdir``; the built dataset, the search corpus and the tokenizer in
+    ``scratch`` (``workdir`` itself when it is local)."""
     _write_config(cfg, workdir)
-    builder = prepare_dataset(cfg.data, workdir)
+    scratch.mkdir(parents=True, exist_ok=True)
+    tok_dir = _tokenizer_dir(cfg, workdir, scratch)
+    data_cfg = cfg.data  # a tokenizer URI is read from its local copy
+    if wd.is_uri(cfg.data.tokenizer):
+        data_cfg = dataclasses.replace(cfg.data, tokenizer=str(tok_dir))
+    builder = prepare_dataset(data_cfg, scratch)
     tools_cfg = cfg.tools
     if "search" in tools_cfg.enabled and tools_cfg.search.corpus_path == GENERATED_CORPUS:
-        corpus = prepare_corpus(cfg.data, workdir)
+        corpus = prepare_corpus(data_cfg, scratch)
         if corpus is None:
             raise ConfigError(f"config.tools.search.corpus_path='{GENERATED_CORPUS}' needs "
                               "config.data.source='synthetic' with 'lookup' in config.data.tasks")
         tools_cfg = dataclasses.replace(
             tools_cfg, search=dataclasses.replace(tools_cfg.search, corpus_path=str(corpus)))
-    tokenizer = prepare_tokenizer(cfg.data, workdir, builder, tools_cfg.enabled)
+    tokenizer = prepare_tokenizer(data_cfg, scratch, builder, tools_cfg.enabled)
     if len(tokenizer) > cfg.model.vocab_size:
         raise ConfigError(f"config.model.vocab_size={cfg.model.vocab_size} is smaller than the "
                           f"tokenizer's {len(tokenizer)} tokens")
-    return tools_cfg, builder, tokenizer
+    if not cfg.data.tokenizer and is_lead_process():
+        wd.upload_tree(tok_dir, workdir / "tokenizer")  # a no-op when workdir is local
+    return tools_cfg, builder, tokenizer, tok_dir
 
 
 @dataclasses.dataclass
 class Experiment:
     cfg: Config
-    workdir: Path
+    workdir: epath.Path  # local or a URI (gs://…): every output goes here
     mesh: jax.sharding.Mesh
     builder: object
     tokenizer: object
@@ -71,13 +102,15 @@ class Experiment:
     executor: object
     tool_names: tuple[str, ...]
     tokenizer_dir: Path
+    scratch: Path  # local stand-in for what needs a real path (the work dir itself when local)
     # Compiled rollout functions by (greedy, batch): they take params as an argument, so every
     # run on the same architecture and shapes (e.g. the recipes of a comparison) shares them.
     compiled: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def setup(cls, cfg: Config) -> Experiment:
-        workdir = Path(cfg.workdir or os.path.join("runs", cfg.name))
+        workdir = wd.as_path(cfg.workdir or os.path.join("runs", cfg.name))
+        scratch = wd.scratch_dir(workdir)
         mesh = make_mesh(cfg.mesh)
         rows = cfg.rollout.prompts_per_step * cfg.rollout.group_size
         if cfg.mode in ("sft", "pipeline"):
@@ -89,27 +122,31 @@ class Experiment:
         check_heads_fit_mesh(cfg.model, mesh)
         # On a pod every process runs this; process 0 writes the shared files first and the
         # others then find and reuse them (two writers of one dataset directory would collide).
-        tools_cfg, builder, tokenizer = lead_first("experiment-setup",
-                                                   lambda: _prepare_files(cfg, workdir))
-        tok_dir = Path(cfg.data.tokenizer) if cfg.data.tokenizer else workdir / "tokenizer"
+        # With a URI work dir each host prepares its own scratch copy, after process 0 has put the
+        # tokenizer in the work dir for the others to fetch.
+        tools_cfg, builder, tokenizer, tok_dir = lead_first(
+            "experiment-setup", lambda: _prepare_files(cfg, workdir, scratch))
         return cls(cfg, workdir, mesh, builder, tokenizer, build_syntax(tools_cfg),
-                   build_executor(tools_cfg), tuple(tools_cfg.enabled), tok_dir)
+                   build_executor(tools_cfg), tuple(tools_cfg.enabled), tok_dir, scratch)
 
-    def derive(self, cfg: Config, workdir: Path) -> Experiment:
+    def derive(self, cfg: Config, workdir: epath.Path) -> Experiment:
         """The same data, tokenizer, tools and compiled rollouts under another config / work dir
         (``cfg`` may change RL knobs and seeds, not shapes or data)."""
+        workdir = wd.as_path(workdir)
         _write_config(cfg, workdir)
-        return dataclasses.replace(self, cfg=cfg, workdir=workdir)
+        return dataclasses.replace(self, cfg=cfg, workdir=workdir, scratch=wd.scratch_dir(workdir))
 
     # ------------------------------------------------------------------ policy
     def init_policy(self, tx, beta_long: float = 0.0, hf_dir: str = ""):
-        """Policy + train state: from ``hf_dir`` / ``model.init_from`` if set, else random init."""
+        """Policy + train state: from ``hf_dir`` / ``model.init_from`` if set (a local dir or a
+        URI, read through a local copy), else random init."""
         source = hf_dir or self.cfg.model.init_from
         with jax.set_mesh(self.mesh):
             if source:
                 m = self.cfg.model  # weights in param_dtype, compute in dtype
-                model = load_hf(source, m.param_dtype, m.dtype, self.mesh,
-                                scan_layers=m.scan_layers, attention=m.attention)
+                with wd.local_copy(source) as local:
+                    model = load_hf(local, m.param_dtype, m.dtype, self.mesh,
+                                    scan_layers=m.scan_layers, attention=m.attention)
             else:
                 model = init_sharded(self.cfg.model, self.mesh, self.cfg.train.seed)
             # The train step's forward checkpoints each layer as train.remat says (the attribute
@@ -124,7 +161,8 @@ class Experiment:
         rc = self.cfg.rollout
         return build_engine(lambda params: policy.model(params), rc, self.tokenizer, self.syntax,
                             self.executor.run, rows=batch or rc.prompts_per_step * rc.group_size,
-                            greedy=greedy, seed=seed, compiled_cache=self.compiled)
+                            greedy=greedy, seed=seed, compiled_cache=self.compiled,
+                            mesh=self.mesh, compute_dtype=DTYPES[self.cfg.model.dtype])
 
     @property
     def train_seq_len(self) -> int:

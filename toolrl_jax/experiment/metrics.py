@@ -7,7 +7,15 @@ Layout inside the work directory (DESIGN §1)::
     wandb/                     the Weights & Biases run files, when ``train.loggers`` has "wandb"
     rollouts/step_000120.jsonl sampled trajectories of a step (``toolrl_jax.types`` records)
 
-Only one process should write (process 0 on multi-host); these helpers do not check.
+Process 0 alone writes (on a pod every process computes the same metrics): :class:`MetricsLogger`
+and :func:`save_rollouts` do nothing on the other processes.
+
+The work dir may be a URI (``gs://bucket/run``). Objects there cannot be appended to, so the
+jsonl, TensorBoard and W&B sinks write into the local scratch dir
+(:func:`toolrl_jax.experiment.workdir.scratch_dir`) and the logger copies ``metrics.jsonl``, the
+events file and the W&B run id up every ``sync_every_s`` seconds and on flush / close; on start it
+fetches ``metrics.jsonl`` and the run id from the work dir, which a restarted job on fresh VMs
+needs to resume them.
 """
 
 from __future__ import annotations
@@ -22,9 +30,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from etils import epath
+
+from toolrl_jax.experiment import workdir as wd
 from toolrl_jax.experiment.tensorboard import TensorBoardWriter
 from toolrl_jax.sharding import is_lead_process
-from toolrl_jax.types import Trajectory, dump_trajectories
+from toolrl_jax.types import Trajectory
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -49,17 +60,17 @@ def _to_python(value: Any) -> Any:
     raise TypeError(f"metric value must be a number, bool or string, got {type(value).__name__}: {value!r}")
 
 
-def read_metrics(path: str) -> list[dict[str, Any]]:
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl``. A last line cut off by a killed run is dropped; a bad line anywhere
     else raises ``ValueError`` naming the line, because it means the file was damaged, not cut."""
     rows, _ = _read_lines(path)
     return [row for row, _ in rows]
 
 
-def _read_lines(path: str) -> tuple[list[tuple[dict[str, Any], str]], bool]:
-    """``([(row, raw_line)], dropped_tail)``; the raw line is kept so rewrites preserve it verbatim."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+def _read_lines(path: str | os.PathLike) -> tuple[list[tuple[dict[str, Any], str]], bool]:
+    """``([(row, raw_line)], dropped_tail)``; the raw line is kept so rewrites preserve it verbatim.
+    ``path`` may be a URI."""
+    lines = wd.as_path(path).read_text(encoding="utf-8").split("\n")
     # After the final "\n" split() leaves "", so a complete file's last element is empty; anything
     # else there is a line without its newline, i.e. one the writer never finished.
     tail, lines = lines[-1], lines[:-1]
@@ -94,7 +105,8 @@ class _WandbRun:
     * ``start_step`` 0, or no recorded run: a new run.
     """
 
-    def __init__(self, workdir: str, *, run_name: str, start_step: int | None):
+    def __init__(self, workdir: str, *, run_name: str, start_step: int | None,
+                 config_path: str | os.PathLike | None = None):
         try:
             import wandb
         except ImportError as e:
@@ -111,10 +123,11 @@ class _WandbRun:
                 previous = f.read().strip() or None
         project = os.environ.get("WANDB_PROJECT") or re.sub(r"[/\\#?%:]", "-", run_name.split("/")[0])[:128]
         config = None
-        config_path = os.path.join(workdir, "config.json")  # written by Experiment.setup / derive
-        if os.path.exists(config_path):
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
+        # config.json is written by Experiment.setup / derive, in the work dir (maybe a URI), not
+        # in ``workdir`` here, which is the local dir wandb writes its files into.
+        config_file = wd.as_path(config_path or os.path.join(workdir, "config.json"))
+        if config_file.is_file():
+            config = json.loads(config_file.read_text(encoding="utf-8"))
         kwargs: dict[str, Any] = dict(
             project=project or "toolrl_jax", name=run_name, dir=workdir, config=config, reinit="create_new"
         )
@@ -165,24 +178,33 @@ class MetricsLogger:
     step twice; TensorBoard gets a ``purge_step`` and W&B a rewind to the same effect. ``None``
     appends to what is there (e.g. an evaluation adding lines). In both cases a truncated last
     line from a killed run is removed, so the next line does not get glued onto it.
+
+    ``workdir`` may be a URI: the sinks then write into its local scratch dir and the files are
+    copied up every ``sync_every_s`` seconds and on :meth:`flush` / :meth:`close` (see the module
+    docstring). ``path`` is the file lines are appended to, ``dest`` the work dir's copy.
     """
 
     def __init__(
         self,
-        workdir: str,
+        workdir: str | os.PathLike,
         *,
         start_step: int | None = None,
         loggers: Sequence[str] = ("jsonl", "tensorboard"),
         run_name: str | None = None,
         filename: str = METRICS_FILE,
+        sync_every_s: float = 30.0,
     ):
         if isinstance(loggers, str):
             raise TypeError(f"loggers must be a sequence of names, not the string {loggers!r}")
         for name in loggers:
             if name not in LOGGERS:
                 raise ValueError(f"unknown metrics logger {name!r}; choose from {list(LOGGERS)}")
-        os.makedirs(workdir, exist_ok=True)
-        self.path = os.path.join(workdir, filename)
+        self._remote = wd.as_path(workdir)
+        self._local = local = wd.scratch_dir(workdir)  # the work dir itself when it is local
+        self.path = os.path.join(local, filename)
+        self.dest = self._remote / filename
+        self._sync_every_s = sync_every_s
+        self._last_sync = time.monotonic()
         self._f = None
         self._tb: TensorBoardWriter | None = None
         self._wandb: _WandbRun | None = None
@@ -191,18 +213,57 @@ class MetricsLogger:
             # metrics.jsonl holds one line per step, not one per host.
             loggers = ()
         try:
+            if loggers:
+                os.makedirs(local, exist_ok=True)
             if "jsonl" in loggers:
+                self._fetch(self.dest, self.path)
                 if os.path.exists(self.path):
                     self._repair(start_step)
                 self._f = open(self.path, "a", encoding="utf-8")
             if "tensorboard" in loggers:
-                self._tb = TensorBoardWriter(os.path.join(workdir, TENSORBOARD_DIR), start_step=start_step)
+                self._tb = TensorBoardWriter(os.path.join(local, TENSORBOARD_DIR), start_step=start_step)
             if "wandb" in loggers:
-                name = run_name or os.path.basename(os.path.abspath(workdir))
-                self._wandb = _WandbRun(workdir, run_name=name, start_step=start_step)
+                self._fetch(self._remote / WANDB_DIR / WANDB_RUN_ID_FILE,
+                            os.path.join(local, WANDB_DIR, WANDB_RUN_ID_FILE))
+                name = run_name or self._remote.name
+                self._wandb = _WandbRun(str(local), run_name=name, start_step=start_step,
+                                        config_path=self._remote / "config.json")
+            self._push()  # a repaired metrics.jsonl replaces the work dir's copy at once
         except BaseException:
             self.close()
             raise
+
+    def _fetch(self, remote: epath.Path, local: str) -> None:
+        """With a URI work dir: the work dir's copy of a file is the truth (a restarted job may run
+        on fresh VMs, or on a host whose scratch copy is older); none there means none here."""
+        if not wd.is_uri(remote):
+            return
+        if remote.is_file():
+            wd.download_file(remote, local)
+        elif os.path.exists(local):
+            os.remove(local)
+
+    def _push(self) -> None:
+        """Flushes the open sinks and copies their files to the work dir."""
+        if self._f is not None:
+            self._f.flush()
+        if self._tb is not None:
+            self._tb.flush()
+        self._upload()
+
+    def _upload(self) -> None:
+        """Copies the local sink files to the work dir (nothing to do when it is local)."""
+        self._last_sync = time.monotonic()
+        if not wd.is_uri(self._remote):
+            return
+        if self._f is not None:
+            wd.upload_file(self.path, self.dest)
+        if self._tb is not None:
+            wd.upload_file(self._tb.path,
+                           self._remote / TENSORBOARD_DIR / os.path.basename(self._tb.path))
+        run_id = os.path.join(self._local, WANDB_DIR, WANDB_RUN_ID_FILE)
+        if self._wandb is not None and os.path.exists(run_id):
+            wd.upload_file(run_id, self._remote / WANDB_DIR / WANDB_RUN_ID_FILE)
 
     def _repair(self, start_step: int | None) -> None:
         rows, dropped_tail = _read_lines(self.path)
@@ -242,22 +303,24 @@ class MetricsLogger:
                 self._tb.scalars(int(step), scalars)
             if self._wandb is not None:
                 self._wandb.log(int(step), scalars)
+        if time.monotonic() - self._last_sync >= self._sync_every_s:
+            self._push()
         return row
 
     def flush(self) -> None:
-        if self._f is not None:
-            self._f.flush()
-        if self._tb is not None:
-            self._tb.flush()
+        self._push()
 
     def close(self, exit_code: int = 0) -> None:
-        """Closes every sink; ``exit_code`` != 0 marks the W&B run failed."""
+        """Closes every sink, then copies the files up; ``exit_code`` != 0 marks the W&B run
+        failed. A second call does nothing."""
         if self._f is not None and not self._f.closed:
             self._f.close()
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.close(exit_code)
+        self._upload()
+        self._f = self._tb = self._wandb = None
 
     def __enter__(self) -> MetricsLogger:
         return self
@@ -267,24 +330,22 @@ class MetricsLogger:
 
 
 def save_rollouts(
-    workdir: str, step: int, trajectories: Sequence[Trajectory], max_rows: int | None = None
+    workdir: str | os.PathLike, step: int, trajectories: Sequence[Trajectory],
+    max_rows: int | None = None
 ) -> str:
     """Writes up to ``max_rows`` trajectories to ``rollouts/step_{step:06d}.jsonl``; returns the path.
 
     Keeps the *first* rows: the engine emits a prompt's G samples together, so a prefix shows whole
     groups side by side (what differs between a rewarded and an unrewarded sample). Each record is
-    token-exact and carries the decoded ``text`` for reading. The file is replaced atomically, so a
-    resumed run that saves the same step again overwrites instead of appending duplicates.
+    token-exact and carries the decoded ``text`` for reading. The file is written whole (atomically
+    when local), so a resumed run that saves the same step again replaces it instead of appending
+    duplicates. ``workdir`` may be a URI.
     """
-    out_dir = os.path.join(workdir, ROLLOUTS_DIR)
-    path = os.path.join(out_dir, f"step_{int(step):06d}.jsonl")
+    path = wd.as_path(workdir) / ROLLOUTS_DIR / f"step_{int(step):06d}.jsonl"
     if not is_lead_process():
-        return path  # process 0 writes the sample for everyone
-    os.makedirs(out_dir, exist_ok=True)
+        return str(path)  # process 0 writes the sample for everyone
     rows = list(trajectories) if max_rows is None else list(trajectories)[: max(0, max_rows)]
-    tmp = path + ".tmp"
-    if os.path.exists(tmp):  # left by a crash; dump_trajectories appends
-        os.remove(tmp)
-    dump_trajectories(tmp, rows)  # opens in append mode: creates the file even for no rows
-    os.replace(tmp, path)
-    return path
+    # The line format of types.dump_trajectories (which appends to a local file, and objects in a
+    # bucket cannot be appended to), so types.load_trajectories reads the file back.
+    wd.write_text(path, "".join(json.dumps(t.to_json()) + "\n" for t in rows))
+    return str(path)

@@ -5,24 +5,28 @@ checkpoint there, so killing a run at any point and starting the same command ag
 A finished phase exports its policy as an HF checkpoint (``sft_policy/``, ``rl_policy/``), which is
 also how the next phase (or a resumed pipeline) picks it up. Metrics of all phases share one
 ``metrics.jsonl`` with a global step: SFT steps 1..S, then RL steps S+1..S+R.
+
+The work dir may be a URI (``gs://bucket/run``): checkpoints go there through orbax, an export is
+written in the local scratch dir and copied up by process 0 (:mod:`toolrl_jax.experiment.workdir`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import shutil
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 
 from toolrl_jax.buckets import round_up
 from toolrl_jax.config import OptimConfig
 from toolrl_jax.data.pipeline import prompt_loader, sft_loader
 from toolrl_jax.data.trajectories import template_renderer, tool_renderer
 from toolrl_jax.eval.runner import evaluate
+from toolrl_jax.experiment import workdir as wd
 from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import MetricsLogger, save_rollouts
 from toolrl_jax.experiment.progress import Progress
@@ -41,17 +45,28 @@ RL_KEYS = ("rollout/accuracy", "reward/mean", "rollout/tool_calls", "rollout/res
            "policy/entropy", "autotool/beta_long")
 
 
-def _is_done(path: Path) -> bool:
+def _is_done(path: epath.Path) -> bool:
     """Whether an export finished (process 0's view, on every process)."""
     return from_lead((path / DONE_MARKER).is_file())
 
 
-def _export(exp: Experiment, policy, params, name: str) -> Path:
+def _export(exp: Experiment, policy, params, name: str) -> epath.Path:
+    """``<workdir>/<name>``: the HF export of ``params``, then its ``DONE`` marker.
+
+    ``save_hf`` writes local files, so a URI work dir gets the export through its scratch dir:
+    written there, copied up and deleted by process 0. The scratch path is the same on every
+    process (``save_hf`` names its barrier after it)."""
     out = exp.workdir / name
+    staging = wd.scratch_dir(out)
+    if wd.is_uri(out) and is_lead_process():
+        shutil.rmtree(staging, ignore_errors=True)  # a half-written export of a killed run
     # Every process takes part (the params are sharded across them); process 0 writes.
-    save_hf(policy.model(params), str(out), tokenizer_dir=str(exp.tokenizer_dir))
+    save_hf(policy.model(params), str(staging), tokenizer_dir=str(exp.tokenizer_dir))
     if is_lead_process():
-        (out / DONE_MARKER).write_text("complete\n")
+        if wd.is_uri(out):
+            wd.upload_tree(staging, out)
+            shutil.rmtree(staging, ignore_errors=True)
+        wd.write_text(out / DONE_MARKER, "complete\n")  # last: the export is whole
     sync_processes(f"export-{name}")  # the next phase loads it on every process
     return out
 
@@ -83,7 +98,7 @@ def _sft_renderer(exp: Experiment):
     return template_renderer(exp.syntax.result_template)
 
 
-def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
+def run_sft(exp: Experiment, logger: MetricsLogger | None) -> epath.Path:
     """SFT warm-up; returns the exported policy dir. A finished phase is not run again."""
     cfg, sc = exp.cfg, exp.cfg.sft
     out = exp.workdir / "sft_policy"
@@ -125,7 +140,7 @@ def run_sft(exp: Experiment, logger: MetricsLogger | None) -> Path:
 
 # ---------------------------------------------------------------------------------------- RL
 def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
-           step_offset: int = 0) -> Path:
+           step_offset: int = 0) -> epath.Path:
     """RL from ``init_dir`` (an HF export, e.g. the SFT policy) or the config's model."""
     cfg = exp.cfg
     out = exp.workdir / "rl_policy"
@@ -167,7 +182,7 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
             _log(logger, progress, step_offset + step + 1, step + 1, metrics, RL_KEYS[:4])
             every = cfg.train.save_rollouts_every
             if every and (step + 1) % every == 0:
-                save_rollouts(str(exp.workdir), step_offset + step + 1, scored.trajectories,
+                save_rollouts(exp.workdir, step_offset + step + 1, scored.trajectories,
                               max_rows=4 * cfg.rollout.group_size)
             ckpt.save(step + 1, state, {"data_iter": it.get_state(), "phase": "rl"},
                       force=step + 1 == cfg.train.steps)
@@ -181,8 +196,7 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
     """Evaluates an HF export; caches the result as ``eval_<name>.json`` (resume-safe)."""
     path = exp.workdir / f"eval_{name}.json"
     if from_lead(path.is_file()):
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(path.read_text())
     cfg, ec = exp.cfg, exp.cfg.eval
     tx, _ = make_optimizer(cfg.optim, 1)
     policy, state = exp.init_policy(tx, hf_dir=policy_dir)
@@ -198,10 +212,8 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
                           seq_len=exp.train_seq_len, max_calls=cfg.rollout.max_tool_calls,
                           max_items=ec.max_items or None)
     result["_meta"] = {"policy": str(policy_dir), "seconds": time.perf_counter() - t0}
-    tmp = path.with_suffix(".tmp")
     if is_lead_process():
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, path)
+        wd.write_text(path, json.dumps(result, indent=2))
     print(f"eval[{name}]: accuracy={result['all']['accuracy']:.3f} "
           f"calls={result['all']['tool_calls']:.2f} tokens={result['all']['tokens']:.1f}",
           flush=True)

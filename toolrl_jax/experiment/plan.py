@@ -22,13 +22,15 @@ Caveats: a CPU compile is XLA:CPU's buffer assignment, not the TPU's or GPU's (d
 fusions, no HBM layout padding, and the memory-aware TPU scheduler is absent), so treat it as an
 estimate within tens of percent. ``plan.slice_layers=k`` compiles k- and 2k-layer slices and
 extrapolates the per-layer difference linearly (an unrolled 28-layer compile is slow on CPU); the
-output says which was done. The rollout's KV cache lives in another program: it is an analytic
-estimate, shown next to the train step's peak.
+output says which was done. The rollout is compiled too: the decode segment and a whole-batch
+append at the largest cache window (``rollout/compiled.py``), over the sharded KV cache and the
+params in the decode layout (``rollout/layout.py``), next to the resident train state.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import subprocess
@@ -39,21 +41,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
-from toolrl_jax.buckets import round_up
+from toolrl_jax.buckets import RolloutShapes, round_up
 from toolrl_jax.config import Config, ConfigError, ModelConfig
 from toolrl_jax.models import layers as layers_lib
-from toolrl_jax.models.decoder import Decoder
+from toolrl_jax.models.decoder import Decoder, KVCache
 from toolrl_jax.models.layers import DTYPES
 from toolrl_jax.rl.recipes import make_recipe
+from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams
+from toolrl_jax.rollout.factory import slot_count
+from toolrl_jax.rollout.layout import RolloutLayout, abstract_decode_params
 from toolrl_jax.sharding import (
     batch_sharding,
     check_batch_divisible,
     check_heads_fit_mesh,
     make_mesh,
     named_shardings,
-    spec_for,
 )
 from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import abstract_state, make_optimizer
@@ -104,6 +108,22 @@ class StepMemory:
                             for f in dataclasses.fields(self)))
 
 
+@dataclasses.dataclass(frozen=True)
+class RolloutMemory:
+    """The rollout's compiled programs, bytes per device (train state not included)."""
+
+    slots: int
+    cache_len: int
+    decode_param_bytes: int  # params in the decode layout (compute dtype, no fsdp split)
+    kv_cache_bytes: int  # keys + values of every layer, this device's shard
+    decode: StepMemory  # decode segment at the whole-cache window
+    append: StepMemory  # whole-batch append at the whole-cache window
+
+    @property
+    def peak(self) -> int:
+        return max(self.decode.peak, self.append.peak)
+
+
 @dataclasses.dataclass
 class Plan:
     mesh_shape: dict[str, int]
@@ -118,10 +138,10 @@ class Plan:
     rows: int  # train-step rows (one mini-batch)
     micro_batches: int
     seq_len: int
-    kv_cache_bytes_per_device: int
-    kv_cache_shape: tuple[int, ...]
+    rollout: RolloutMemory  # compiled decode segment / append, per device
     hbm_bytes: int  # 0: no verdict
     compile_s: float
+    rollout_compile_s: float
     platform: str
     compute_dtype: str  # the dtype the model's hidden states actually have
     attention: str  # the attention kernel the compiled step uses
@@ -142,9 +162,9 @@ class Plan:
 
     @property
     def rollout_bytes_per_device(self) -> int:
-        """Resident state (params + optimizer) + the rollout KV cache: the rollout's floor."""
+        """The train state stays resident while the rollout's largest program runs beside it."""
         return self.param_bytes_per_device + self.optimizer_bytes_per_device + \
-            self.kv_cache_bytes_per_device
+            self.rollout.peak
 
     @property
     def fits(self) -> bool | None:
@@ -265,6 +285,50 @@ def _attention_kernel(cfg: Config, mesh: Mesh, rows: int, seq_len: int) -> str:
         return resolve(m.attention, q, m.num_kv_heads)
 
 
+def compile_rollout(cfg: Config, mesh: Mesh, policy, params) -> tuple[RolloutMemory, float]:
+    """Compiles the rollout's two largest programs from abstract shapes (the trainer's abstract
+    ``params`` resharded into the decode layout); returns their memory and the seconds taken."""
+    t0 = time.perf_counter()
+    rc, m = cfg.rollout, cfg.model
+    layout = RolloutLayout(mesh)
+    shapes = RolloutShapes.from_config(
+        rc, batch=slot_count(rc, rc.prompts_per_step * rc.group_size, layout.row_shards))
+    compiled = CompiledRollout(policy.model, shapes, eos_ids=[0], stop_sequences=[[1, 2]],
+                               sampling=SamplingParams(), layout=layout)
+    p = abstract_decode_params(params, layout, DTYPES[m.dtype])
+    b, cache_len = shapes.batch, shapes.cache_len
+
+    def arr(shape, dtype, sharding):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+    rows = layout.rows
+    k_spec, v_spec, len_spec = layout.cache_specs(m.num_kv_heads)
+    named = functools.partial(NamedSharding, mesh)
+    kv, hd, dt = m.num_kv_heads, m.resolved_head_dim, DTYPES[m.dtype]
+    cache = KVCache(tuple(arr((b, kv, hd, cache_len), dt, named(k_spec))
+                          for _ in range(m.num_layers)),
+                    tuple(arr((b, kv, cache_len, hd), dt, named(v_spec))
+                          for _ in range(m.num_layers)),
+                    arr((b,), jnp.int32, named(len_spec)))
+    last = arr((b, m.vocab_size), jnp.float32, rows(2))
+    seed = arr((2,), jnp.uint32, layout.replicated())
+    with jax.set_mesh(mesh):
+        decode = compiled.decode_segment.lower(
+            p, cache, last, seed, arr((b,), jnp.uint32, rows(1)), arr((b,), jnp.uint32, rows(1)),
+            arr((b,), jnp.bool_, rows(1)), arr((b,), jnp.int32, rows(1)),
+            arr((b, compiled.window), jnp.int32, rows(2)), np.int32(1),
+            kv_len=cache_len).compile()
+        width = shapes.extend_len
+        append = compiled.append.lower(
+            p, cache, last, arr((b,), jnp.int32, rows(1)), arr((b, width), jnp.int32, rows(2)),
+            arr((b,), jnp.int32, rows(1)), arr((b,), jnp.bool_, rows(1)),
+            kv_len=cache_len).compile()
+    memory = RolloutMemory(slots=b, cache_len=cache_len, decode_param_bytes=shard_bytes(p),
+                           kv_cache_bytes=shard_bytes(cache), decode=StepMemory.of(decode),
+                           append=StepMemory.of(append))
+    return memory, time.perf_counter() - t0
+
+
 def make_plan(cfg: Config, mesh: Mesh) -> Plan:
     """Compiles the RL train step of ``cfg`` on ``mesh`` (abstract shapes only) and collects
     XLA's per-device memory, the exact sharded sizes of params / optimizer state / batch, the
@@ -291,13 +355,7 @@ def make_plan(cfg: Config, mesh: Mesh) -> Plan:
     step = mems[0] if len(mems) == 1 else mems[0].extrapolate(mems[1], layers[0], layers[1],
                                                                m.num_layers)
 
-    batch_kv = cfg.rollout.prompts_per_step * cfg.rollout.group_size
-    kv_shape = (m.num_layers, batch_kv, cfg.rollout.max_cache_len, m.num_kv_heads,
-                m.resolved_head_dim)
-    kv_spec = spec_for("kv_cache", ("layers", "batch", "length", "kv_heads", "head_dim"),
-                       kv_shape, mesh)
-    kv_bytes = 2 * int(np.prod(kv_shape)) * jnp.dtype(m.dtype).itemsize // _shard_factor(
-        kv_spec, mesh)
+    rollout, rollout_s = compile_rollout(cfg, mesh, policy, state["params"])
 
     compute = _compute_dtype(policy, state["params"])
     warnings = []
@@ -329,8 +387,8 @@ def make_plan(cfg: Config, mesh: Mesh) -> Plan:
         optimizer_bytes_per_device=shard_bytes(state["opt_state"]),
         batch_bytes_per_device=shard_bytes(batch_sh), step=step, compiled_layers=layers,
         num_layers=m.num_layers, rows=rows, micro_batches=micro, seq_len=seq_len,
-        kv_cache_bytes_per_device=kv_bytes, kv_cache_shape=kv_shape, hbm_bytes=hbm,
-        compile_s=seconds, platform=platform, compute_dtype=compute,
+        rollout=rollout, hbm_bytes=hbm, compile_s=seconds, rollout_compile_s=rollout_s,
+        platform=platform, compute_dtype=compute,
         attention=_attention_kernel(cfg, mesh, rows // micro, seq_len), warnings=warnings)
 
 
@@ -350,7 +408,7 @@ def format_plan(cfg: Config, plan: Plan, max_rows: int = 40) -> str:
                f"extrapolated linearly per layer to {plan.num_layers} layers")
     else:
         how = f"compiled all {plan.num_layers} layers"
-    s = plan.step
+    s, r = plan.step, plan.rollout
     lines = [
         f"config: {cfg.name}  ({m.architecture}, {m.num_layers} layers, d={m.hidden_size}, "
         f"vocab={m.vocab_size}; params {m.param_dtype}, compute {m.dtype})",
@@ -374,9 +432,15 @@ def format_plan(cfg: Config, plan: Plan, max_rows: int = 40) -> str:
         f"  total (peak)       {_fmt_bytes(s.peak):>12}   = arguments {_fmt_bytes(s.argument)} "
         f"+ outputs {_fmt_bytes(s.output)} - aliased {_fmt_bytes(s.alias)} + temp "
         f"{_fmt_bytes(s.temp)}",
-        f"rollout (estimate, not compiled): params + optimizer + KV cache "
-        f"{_fmt_bytes(plan.kv_cache_bytes_per_device)} = {_fmt_bytes(plan.rollout_bytes_per_device)}"
-        f"   KV shape {plan.kv_cache_shape} x2 (k, v)",
+        "",
+        f"memory per device (rollout: {r.slots} slots x {r.cache_len} cache positions, compiled "
+        f"decode segment and whole-batch append, {plan.rollout_compile_s:.0f} s):",
+        f"  decode params      {_fmt_bytes(r.decode_param_bytes):>12}   ({m.dtype}, fsdp/data "
+        "splits dropped)",
+        f"  KV cache           {_fmt_bytes(r.kv_cache_bytes):>12}",
+        f"  decode peak        {_fmt_bytes(r.decode.peak):>12}   (temp {_fmt_bytes(r.decode.temp)})",
+        f"  append peak        {_fmt_bytes(r.append.peak):>12}   (temp {_fmt_bytes(r.append.temp)})",
+        f"  + resident train state = {_fmt_bytes(plan.rollout_bytes_per_device)}",
     ]
     if plan.hbm_bytes:
         need = max(plan.total_bytes_per_device, plan.rollout_bytes_per_device)

@@ -3,6 +3,9 @@
 matplotlib is imported lazily inside :func:`plot_curves`: the training loop imports this module at
 start-up, and only pays for matplotlib when it actually draws. We draw on a bare ``Figure`` with an
 Agg canvas instead of ``pyplot`` so no global backend is switched and nothing is left open.
+
+The work dir may be a URI (``gs://bucket/run``): a plot is drawn into a local temp file and then
+copied to its place; the Markdown goes through ``etils.epath``.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from toolrl_jax.experiment import workdir as wd
 from toolrl_jax.experiment.metrics import METRICS_FILE, read_metrics
 
 REPORT_FILE = "report.md"
@@ -22,13 +27,6 @@ PLOTS_DIR = "plots"
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _ema(values: list[float], smooth: float) -> list[float]:
@@ -47,7 +45,7 @@ def _ema(values: list[float], smooth: float) -> list[float]:
 def plot_curves(
     metrics_rows: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
-    out_png: str,
+    out_png: str | os.PathLike,
     title: str | None = None,
     *,
     x: str = "step",
@@ -63,7 +61,7 @@ def plot_curves(
 def plot_series(
     series: Mapping[str, Sequence[Mapping[str, Any]]],
     keys: Sequence[str],
-    out_png: str,
+    out_png: str | os.PathLike,
     title: str | None = None,
     *,
     x: str = "step",
@@ -103,11 +101,20 @@ def plot_series(
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    tmp = out_png + ".tmp"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out_png)
+    _save_png(fig, out_png)
     return present
+
+
+def _save_png(fig, out_png: str | os.PathLike) -> None:
+    """Draws ``fig`` into a local temp file (matplotlib writes local files only) and moves it to
+    ``out_png`` (local or URI) whole."""
+    fd, tmp = tempfile.mkstemp(suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        wd.upload_file(tmp, out_png)
+    finally:
+        os.remove(tmp)
 
 
 def _cell(v: Any, floatfmt: str) -> str:
@@ -152,7 +159,7 @@ def summarize_metrics(metrics_rows: Sequence[Mapping[str, Any]], keys: Sequence[
 
 
 def write_report(
-    workdir: str,
+    workdir: str | os.PathLike,
     title: str,
     intro: str = "",
     tables: Sequence[tuple[str, str]] = (),
@@ -168,21 +175,30 @@ def write_report(
         parts += [intro.strip(), ""]
     for heading, table in tables:
         parts += [f"## {heading}", "", table.strip(), ""]
+    root = wd.as_path(workdir)
     for heading, png in plots:
-        rel = os.path.relpath(png, workdir) if os.path.isabs(png) else png
-        rel = rel.replace(os.sep, "/")  # Markdown links use "/" everywhere
-        if os.path.exists(os.path.join(workdir, rel)):
+        rel = _relative_to(png, root)
+        if (root / rel).exists():
             parts += [f"## {heading}", "", f"![{heading}]({rel})", ""]
         else:
             parts += [f"## {heading}", "", f"_(plot missing: `{rel}`)_", ""]
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, filename)
-    _atomic_write_text(path, "\n".join(parts))
-    return path
+    path = root / filename
+    wd.write_text(path, "\n".join(parts))
+    return str(path)
+
+
+def _relative_to(png: str | os.PathLike, root) -> str:
+    """``png`` relative to the work dir ``root``, with "/" (Markdown links use "/" everywhere)."""
+    text, prefix = os.fspath(png), os.fspath(root).rstrip("/") + "/"
+    if text.startswith(prefix):  # a path in the work dir, local or URI
+        return text[len(prefix):]
+    if os.path.isabs(text) and not wd.is_uri(root):
+        text = os.path.relpath(text, os.fspath(root))
+    return text.replace(os.sep, "/")
 
 
 def write_metrics_report(
-    workdir: str,
+    workdir: str | os.PathLike,
     title: str,
     keys: Sequence[str],
     *,
@@ -192,10 +208,10 @@ def write_metrics_report(
 ) -> str:
     """The one call a training loop needs: reads ``metrics.jsonl``, plots ``keys`` to
     ``plots/metrics.png``, adds a summary table after ``tables``, and writes ``report.md``."""
-    mpath = os.path.join(workdir, METRICS_FILE)
-    rows = read_metrics(mpath) if os.path.exists(mpath) else []
-    png = os.path.join(PLOTS_DIR, "metrics.png")
-    drawn = plot_curves(rows, keys, os.path.join(workdir, png), title=title, smooth=smooth)
+    mpath = wd.as_path(workdir) / METRICS_FILE
+    rows = read_metrics(mpath) if mpath.exists() else []
+    png = f"{PLOTS_DIR}/metrics.png"
+    drawn = plot_curves(rows, keys, wd.as_path(workdir) / png, title=title, smooth=smooth)
     summary = summarize_metrics(rows, keys)
     all_tables = list(tables)
     if summary:

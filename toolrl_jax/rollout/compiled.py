@@ -176,6 +176,9 @@ class CompiledRollout:
                      kv_len: int):
         self._check_kv_len(kv_len)
         model = self._model(params)
+        if slot_R.shape[0] == self.shapes.batch:
+            return self._append_in_place(model, cache, last_logits_BV, slot_R, tokens_RE, lens_R,
+                                         reset_R, kv_len)
         take = functools.partial(jnp.take, indices=slot_R, axis=0, mode="clip")
         sub = KVCache(tuple(take(k)[..., :kv_len] for k in cache.k),
                       tuple(take(v)[:, :, :kv_len] for v in cache.v),
@@ -188,6 +191,23 @@ class CompiledRollout:
             cache.lengths.at[slot_R].set(sub.lengths, mode="drop"))
         last = last_logits_BV.at[slot_R].set(sub_last, mode="drop")
         return self._pin_cache(merged), self._pin_rows(last)
+
+    def _append_in_place(self, model, cache, last_logits_BV, slot_R, tokens_RE, lens_R, reset_R,
+                         kv_len):
+        """``append`` naming as many entries as slots: the inputs are scattered to their slots and
+        the whole window extended in place (a gathered copy would double the cache's memory)."""
+        b = self.shapes.batch
+
+        def put(base, x):
+            return base.at[slot_R].set(x, mode="drop")
+
+        tokens_BE = put(jnp.full((b, tokens_RE.shape[1]), self.pad_id, jnp.int32), tokens_RE)
+        lens_B = put(jnp.zeros((b,), jnp.int32), lens_R)
+        reset_B = put(jnp.zeros((b,), bool), reset_R)
+        window = cache.prefix(kv_len)
+        window = dataclasses.replace(window, lengths=jnp.where(reset_B, 0, window.lengths))
+        window, last = self._append(model, window, last_logits_BV, tokens_BE, lens_B)
+        return self._pin_cache(cache.with_prefix(window)), self._pin_rows(last)
 
     def _matches_stop(self, window_BW):
         """[B] bool: some stop sequence ends the window (the row's last W sampled tokens)."""

@@ -12,8 +12,12 @@ The compiled batch is a fixed set of B *slots* (``rollout.slots``; by default on
 Each iteration of the host loop: take the tool results that have arrived, refill free slots from
 the pending rows, append both, then decode the running slots for up to ``segment_len`` steps — a
 segment ends early once enough rows stopped that refilling pays (``min_running``). A parked row
-holds its slot (its cache) but not the loop: its call runs in a thread pool while every other
-slot keeps decoding. Shapes never change (no recompiles after :meth:`RolloutEngine.warmup`), and
+does not hold the loop: its call runs in a thread pool while every other slot keeps decoding.
+It keeps its slot (its cache) and resumes with an append of the result — unless rows are
+waiting for a slot: then it gives the slot up and, once the result is in, returns at the front
+of the queue with its whole context prefilled in one call (a prefill of a few hundred tokens
+costs far less than a slot idling through a tool's latency).
+Shapes never change (no recompiles after :meth:`RolloutEngine.warmup`), and
 a row's randomness depends on (seed, prompt id, sample id, position) only, so the same seed
 gives the same trajectory in whichever slot, in whatever order, the row runs.
 
@@ -55,8 +59,9 @@ from toolrl_jax.verifiers import extract_answer
 Executor = Callable[[Sequence[ParsedCall]], list[ToolResult]]
 
 # How the per-process counts of one engine iteration combine (layout.agree).
-_AGREE = {"refill": "max", "results": "max", "result_width": "max", "result_kv": "max",
-          "decodable": "sum", "decode_kv": "max", "waiting": "sum", "unfinished": "sum"}
+_AGREE = {"refill": "max", "reprefill": "max", "reprefill_len": "max", "results": "max",
+          "result_width": "max", "result_kv": "max", "decodable": "sum", "decode_kv": "max",
+          "pending": "sum", "waiting": "sum", "unfinished": "sum"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +84,18 @@ class RolloutStats:
     tool_calls: int = 0
     slot_steps: int = 0  # this process's slots × decode steps taken
     busy_slot_steps: int = 0  # of which a slot sampled a token
+    # The same, counted only in segments while rows were still waiting for a slot: idle slots
+    # there are the scheduler's loss (after the last row got a slot, no schedule can fill them).
+    pending_slot_steps: int = 0
+    pending_busy_slot_steps: int = 0
 
     @property
     def idle_slot_share(self) -> float:
         return 1.0 - self.busy_slot_steps / max(self.slot_steps, 1)
+
+    @property
+    def idle_slot_share_while_pending(self) -> float:
+        return 1.0 - self.pending_busy_slot_steps / max(self.pending_slot_steps, 1)
 
 
 @dataclasses.dataclass
@@ -185,11 +198,13 @@ class RolloutEngine:
 
     def _append_programs(self) -> list[tuple[int, int, int]]:
         """Every compiled (batch, width, kv window) of ``append``: refills write a prompt into
-        the window that holds it; results may land at any window."""
+        the window that holds it; results may land at any window; evicted rows return whole."""
         s = self.shapes
         combos = {(r, s.prefill_len, s.kv_window(s.prefill_len)) for r in self.append_batches}
         combos |= {(r, w, kv) for r in self.append_batches for w in s.extend_widths
                    for kv in s.kv_windows}
+        # Evicted rows come back with their whole context, a window wide, a few at a time.
+        combos |= {(self.append_batches[0], w, w) for w in s.kv_windows}
         return sorted(combos)
 
     # ------------------------------------------------------------------ compilation
@@ -254,97 +269,53 @@ class RolloutEngine:
         s, c, lay = self.shapes, self.compiled, self.layout
         b, st = s.batch, self.stats
         slots = lay.owned(b)
-        free = collections.deque(int(i) for i in slots)
-        queue = collections.deque(rows)
-        by_slot: dict[int, _Row] = {}
+        self._free = collections.deque(int(i) for i in slots)
+        self._queue = collections.deque(rows)
+        self._by_slot: dict[int, _Row] = {}
+        self._window = np.full((b, c.window), -1, np.int32)
+        self._prompt_id = np.zeros((b,), np.uint32)
+        self._sample_id = np.zeros((b,), np.uint32)
         parked: list[_Row] = []
-        window = np.full((b, c.window), -1, np.int32)
-        prompt_id = np.zeros((b,), np.uint32)
-        sample_id = np.zeros((b,), np.uint32)
         t0 = time.perf_counter()
         cache, last = c.init_cache(params)
         seed = self._seed()
         st.generate_s += time.perf_counter() - t0
         while True:
             t0 = time.perf_counter()
-            resumed = []
-            for r in [r for r in parked if r.future.done()]:
-                parked.remove(r)
-                toks = self._take_result(r)
-                if toks:
-                    resumed.append((r, toks))
-                    window[r.slot] = -1  # stop sequences match sampled tokens of the new turn
-                else:
-                    free.append(by_slot.pop(r.slot).slot)
-            refills = []
-            while free and queue:
-                r = queue.popleft()
-                r.slot = free.popleft()
-                by_slot[r.slot] = r
-                window[r.slot] = -1
-                prompt_id[r.slot] = r.prompt_id % 2**32
-                sample_id[r.slot] = r.sample_id % 2**32
-                refills.append(r)
-            decodable = [r for r in by_slot.values() if not r.done and r.future is None]
+            results = self._collect_results(parked)
+            prompts, contexts = self._admit()
+            decodable = [r for r in self._by_slot.values() if not r.done and r.future is None]
             g = agree({
-                "refill": len(refills), "results": len(resumed),
-                "result_width": max((len(t) for _, t in resumed), default=0),
-                "result_kv": max((len(r.tokens) for r, _ in resumed), default=0),
+                "refill": len(prompts), "reprefill": len(contexts),
+                "reprefill_len": max((len(r.tokens) for r in contexts), default=0),
+                "results": len(results),
+                "result_width": max((len(t) for _, t in results), default=0),
+                "result_kv": max((len(r.tokens) for r, _ in results), default=0),
                 "decodable": len(decodable),
                 "decode_kv": max((len(r.tokens) for r in decodable), default=0) + s.segment_len,
-                "waiting": len(queue) + len(parked),
-                "unfinished": len(queue) + len(parked) + len(decodable),
+                "pending": len(self._queue),
+                "waiting": len(self._queue) + len(parked),
+                "unfinished": len(self._queue) + len(parked) + len(decodable),
             }, _AGREE)
             st.host_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            if g["refill"]:
+            if g["refill"]:  # new rows: their prompts into free slots
                 cache, last = self._append(params, cache, last, g["refill"], s.prefill_len,
                                            s.kv_window(s.prefill_len),
-                                           [(r, r.tokens) for r in refills], reset=True)
-                st.refills += len(refills)
-            if g["results"]:
+                                           [(r, r.tokens) for r in prompts], reset=True)
+            if g["reprefill"]:  # evicted rows back with their whole context
+                width = s.kv_window(g["reprefill_len"])
+                cache, last = self._append(params, cache, last, g["reprefill"], width, width,
+                                           [(r, r.tokens) for r in contexts], reset=True)
+            if g["results"]:  # parked rows that kept their slot: the result only
                 cache, last = self._append(params, cache, last, g["results"],
                                            s.extend_width(g["result_width"]),
-                                           s.kv_window(g["result_kv"]), resumed, reset=False)
+                                           s.kv_window(g["result_kv"]), results, reset=False)
                 st.extends += 1
+            st.refills += len(prompts) + len(contexts)
             st.generate_s += time.perf_counter() - t0
             if g["decodable"]:
-                waiting = g["waiting"] > 0
-                min_running = max(1, g["decodable"] - self.refill_quantum + 1) if waiting else 1
-                running = np.zeros((b,), bool)
-                budget = np.zeros((b,), np.int32)
-                for r in decodable:
-                    running[r.slot] = True
-                    budget[r.slot] = r.budget - r.sampled
-                t0 = time.perf_counter()
-                out = c.decode_segment(
-                    params, cache, last, seed, lay.put(prompt_id), lay.put(sample_id),
-                    lay.put(running), lay.put(budget), lay.put(window), np.int32(min_running),
-                    kv_len=s.kv_window(g["decode_kv"]))
-                cache, last = out.cache, out.last_logits_BV
-                tokens, logp, ent, count, stop, win = lay.local_rows(
-                    out.tokens_BS, out.logp_BS, out.entropy_BS, out.num_tokens_B,
-                    out.stop_code_B, out.window_BW)
-                steps = int(np.asarray(out.steps.addressable_data(0)))
-                st.generate_s += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                st.segments += 1
-                st.slot_steps += len(slots) * steps
-                st.busy_slot_steps += int(count.sum())
-                position = {int(slot): j for j, slot in enumerate(slots)}
-                for r in decodable:
-                    j = position[r.slot]
-                    k = int(count[j])
-                    window[r.slot] = win[j]
-                    r.add(tokens[j, :k], sampled=True, logp=logp[j, :k].tolist(),
-                          entropy=ent[j, :k].tolist())
-                    st.sampled_tokens += k
-                    self._after_segment(r, int(stop[j]))
-                    if r.future is not None:
-                        parked.append(r)
-                    elif r.done:
-                        free.append(by_slot.pop(r.slot).slot)
-                st.host_s += time.perf_counter() - t0
+                cache, last = self._decode_step(params, cache, last, seed, decodable, parked, g)
             elif g["unfinished"]:
                 # Nothing anywhere can decode: every unfinished row waits for a tool. Wait for
                 # one of ours briefly (others' rows may resume first: agree again soon).
@@ -357,6 +328,97 @@ class RolloutEngine:
                 st.tool_wait_s += time.perf_counter() - t0
             else:
                 return
+
+    def _collect_results(self, parked: list[_Row]) -> list[tuple[_Row, list[int]]]:
+        """Takes every arrived result. Rows that kept their slot are returned with the result's
+        tokens (to append); evicted rows go back to the front of the queue; ended rows free."""
+        results, back = [], []
+        for r in [r for r in parked if r.future.done()]:
+            parked.remove(r)
+            toks = self._take_result(r)
+            if r.slot < 0:
+                if toks:
+                    back.append(r)
+            elif toks:
+                results.append((r, toks))
+                self._window[r.slot] = -1  # stop sequences match sampled tokens of the new turn
+            else:
+                self._release(r)
+        self._queue.extendleft(reversed(back))  # resumed rows before new ones
+        return results
+
+    def _admit(self) -> tuple[list[_Row], list[_Row]]:
+        """Fills free slots from the queue: new rows (prompt only) and evicted rows (their whole
+        context; at most one small append batch of them per iteration)."""
+        prompts, contexts = [], []
+        room = len(self.layout.owned(self.append_batches[0]))
+        while self._free and self._queue:
+            evicted = len(self._queue[0].tokens) > self._queue[0].prompt_len
+            if evicted and len(contexts) >= room:
+                break
+            r = self._queue.popleft()
+            r.slot = self._free.popleft()
+            self._by_slot[r.slot] = r
+            self._window[r.slot] = -1
+            self._prompt_id[r.slot] = r.prompt_id % 2**32
+            self._sample_id[r.slot] = r.sample_id % 2**32
+            (contexts if evicted else prompts).append(r)
+        return prompts, contexts
+
+    def _release(self, r: _Row) -> None:
+        self._free.append(self._by_slot.pop(r.slot).slot)
+        r.slot = -1
+
+    def _decode_step(self, params, cache, last, seed, decodable: list[_Row], parked: list[_Row],
+                     g: dict[str, int]):
+        """One decode segment over the running slots; books its tokens into the rows."""
+        s, c, lay, st = self.shapes, self.compiled, self.layout, self.stats
+        b = s.batch
+        # With rows waiting, end the segment once enough rows stopped that refilling pays.
+        waiting = g["waiting"] > 0
+        min_running = max(1, g["decodable"] - self.refill_quantum + 1) if waiting else 1
+        running = np.zeros((b,), bool)
+        budget = np.zeros((b,), np.int32)
+        for r in decodable:
+            running[r.slot] = True
+            budget[r.slot] = r.budget - r.sampled
+        t0 = time.perf_counter()
+        out = c.decode_segment(
+            params, cache, last, seed, lay.put(self._prompt_id), lay.put(self._sample_id),
+            lay.put(running), lay.put(budget), lay.put(self._window), np.int32(min_running),
+            kv_len=s.kv_window(g["decode_kv"]))
+        tokens, logp, ent, count, stop, win = lay.local_rows(
+            out.tokens_BS, out.logp_BS, out.entropy_BS, out.num_tokens_B, out.stop_code_B,
+            out.window_BW)
+        steps = int(np.asarray(out.steps.addressable_data(0)))
+        st.generate_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        slots = lay.owned(b)
+        st.segments += 1
+        st.slot_steps += len(slots) * steps
+        st.busy_slot_steps += int(count.sum())
+        if g["pending"]:
+            st.pending_slot_steps += len(slots) * steps
+            st.pending_busy_slot_steps += int(count.sum())
+        position = {int(slot): j for j, slot in enumerate(slots)}
+        for r in decodable:
+            j = position[r.slot]
+            k = int(count[j])
+            self._window[r.slot] = win[j]
+            r.add(tokens[j, :k], sampled=True, logp=logp[j, :k].tolist(),
+                  entropy=ent[j, :k].tolist())
+            st.sampled_tokens += k
+            self._after_segment(r, int(stop[j]))
+            if r.future is not None:
+                parked.append(r)
+                if self._queue:
+                    # Rows wait for a slot: give this one up while the call runs; the row comes
+                    # back with its whole context (one prefill) instead of idling its slot.
+                    self._release(r)
+            elif r.done:
+                self._release(r)
+        st.host_s += time.perf_counter() - t0
+        return out.cache, out.last_logits_BV
 
     def _append(self, params, cache, last, rows_needed: int, width: int, kv_len: int,
                 items: list[tuple[_Row, list[int]]], *, reset: bool):

@@ -134,29 +134,39 @@ class RolloutLayout:
         return out
 
 
+def _decode_dtype(dtype, compute_dtype):
+    """Floating weights wider than ``compute_dtype`` are cast down (fp32 master → bf16 decode)."""
+    if (compute_dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+            and jnp.dtype(dtype).itemsize > jnp.dtype(compute_dtype).itemsize):
+        return jnp.dtype(compute_dtype)
+    return jnp.dtype(dtype)
+
+
+def _decode_sharding(leaf, layout: RolloutLayout) -> NamedSharding:
+    """The leaf's trainer sharding with its data / fsdp splits dropped (tensor splits kept)."""
+    sharding = getattr(leaf, "sharding", None)
+    spec = sharding.spec if isinstance(sharding, NamedSharding) else PartitionSpec()
+    return NamedSharding(layout.mesh, PartitionSpec(*[_without_dropped(p) for p in spec]))
+
+
 def decode_params(params, layout: RolloutLayout, compute_dtype=None):
     """The params in the decode layout (one resharding program): fsdp/data splits dropped, and
-    floating weights wider than ``compute_dtype`` cast down (fp32 master → bf16 decode)."""
+    floating weights wider than ``compute_dtype`` cast down."""
     def cast(x):
-        if (compute_dtype is not None and jnp.issubdtype(x.dtype, jnp.floating)
-                and jnp.dtype(x.dtype).itemsize > jnp.dtype(compute_dtype).itemsize):
-            return x.astype(compute_dtype)
-        return x
+        return x.astype(_decode_dtype(x.dtype, compute_dtype))
 
     if layout.mesh is None:
         return jax.tree.map(cast, params) if compute_dtype is not None else params
-
-    def target(x):
-        spec = x.sharding.spec if isinstance(x.sharding, NamedSharding) else PartitionSpec()
-        return NamedSharding(layout.mesh, PartitionSpec(*[_without_dropped(p) for p in spec]))
-
-    shardings = jax.tree.map(target, params)
-    return _reshard(shardings)(params) if compute_dtype is None else jax.jit(
-        lambda p: jax.tree.map(cast, p), out_shardings=shardings)(params)
+    shardings = jax.tree.map(lambda x: _decode_sharding(x, layout), params)
+    return jax.jit(lambda p: jax.tree.map(cast, p), out_shardings=shardings)(params)
 
 
-def _reshard(shardings):
-    return jax.jit(lambda p: p, out_shardings=shardings)
+def abstract_decode_params(params, layout: RolloutLayout, compute_dtype=None):
+    """:func:`decode_params` of abstract params (``jax.ShapeDtypeStruct`` leaves with shardings),
+    for planning without allocating a weight."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, _decode_dtype(x.dtype, compute_dtype),
+        sharding=_decode_sharding(x, layout) if layout.mesh is not None else None), params)
 
 
 def _without_dropped(part):
