@@ -31,7 +31,7 @@ its dataset, corpus and tokenizer copies in a local scratch dir (``$TOOLRL_JAX_S
 
     bash launch/gpu_node.sh configs/llama3_1_8b_tepo.py \\
         --config.mesh.fsdp=1 --config.mesh.tensor=8 --config.train.micro_batch_size=1 \\
-        --config.model.init_from=/data/Llama-3.1-8B-Instruct \\
+        --config.rollout.slots=64 --config.model.init_from=/data/Llama-3.1-8B-Instruct \\
         --config.data.tokenizer=/data/Llama-3.1-8B-Instruct \\
         --config.data.jsonl_path=/data/math_qa.jsonl \\
         --config.tools.search.corpus_path=/data/wiki_passages.jsonl --workdir runs/tepo
@@ -41,16 +41,18 @@ Plan either layout on a CPU first (compiles the real train step; no weights allo
     python -m toolrl_jax.main --config configs/llama3_1_8b_tepo.py --config.mode=plan
     python -m toolrl_jax.main --config configs/llama3_1_8b_tepo.py --config.mode=plan \\
         --config.plan.devices=8 --config.plan.hbm_gib=80 \\
-        --config.mesh.fsdp=1 --config.mesh.tensor=8 --config.train.micro_batch_size=1
+        --config.mesh.fsdp=1 --config.mesh.tensor=8 --config.train.micro_batch_size=1 \\
+        --config.rollout.slots=64
 
-Planner output (XLA:CPU buffer assignment of the full 32-layer train step, per device):
+Planner output (XLA:CPU buffer assignment of the full 32-layer train step and of the rollout's
+decode segment and whole-batch append, per device, GiB):
 
-    layout                        params   AdamW   activations+temp   peak       HBM
-    v5p-32, fsdp=4 x tensor=4     1.87     3.74     8.87              14.49 GiB  95: fits
-    8xH100, fsdp=1 x tensor=8     3.74     7.48    15.68              26.92 GiB  80: fits
+    layout                     params AdamW act+temp train peak | slots KV cache rollout+state  HBM
+    v5p-32, fsdp=4 x tensor=4   1.87   3.74   8.87    14.49     |  256   8.00      63.10     95: fits
+    8xH100, fsdp=1 x tensor=8   3.74   7.48  15.68    26.92     |   64   4.00      52.52     80: fits
 
-(rollout floor: params + AdamW + the KV cache estimate of 16.0 / 32.0 GiB = 21.6 / 43.2 GiB; on
-the GPU node the KV cache is split over the 8 KV heads only, since there is no batch axis.)
+On the GPU node the KV cache is split over the 8 KV heads only (there is no batch axis), so the
+rollout runs 64 slots; rows wait for a slot and refill continuously.
 """
 
 from toolrl_jax.config import sibling_config
@@ -92,6 +94,9 @@ def get_config():
     c.tools.search.top_k = 3
 
     c.rollout.max_new_tokens = 2048
+    # 256 slots for the 512 rows (continuous batching): all 512 at once would need 112 GiB per
+    # v5p chip during the rollout (16 GiB of KV cache per chip with 8 KV heads over tensor=4).
+    c.rollout.slots = 256
     c.rollout.max_result_tokens = 256  # up to 4 search results of <= 256 tokens in 4096
 
     c.rl.recipe = "tepo_dense"

@@ -30,7 +30,7 @@ its dataset, corpus and tokenizer copies in a local scratch dir (``$TOOLRL_JAX_S
 
     bash launch/gpu_node.sh configs/qwen2_5_7b_autotool.py \\
         --config.mesh.fsdp=2 --config.mesh.tensor=4 --config.train.micro_batch_size=2 \\
-        --config.model.init_from=/data/Qwen2.5-7B-Instruct \\
+        --config.rollout.slots=128 --config.model.init_from=/data/Qwen2.5-7B-Instruct \\
         --config.data.tokenizer=/data/Qwen2.5-7B-Instruct \\
         --config.data.jsonl_path=/data/function_calls.jsonl --workdir runs/autotool
 
@@ -40,16 +40,16 @@ Plan either layout on a CPU first (the RL train step; the SFT step, 64 rows of
     python -m toolrl_jax.main --config configs/qwen2_5_7b_autotool.py --config.mode=plan
     python -m toolrl_jax.main --config configs/qwen2_5_7b_autotool.py --config.mode=plan \\
         --config.plan.devices=8 --config.plan.hbm_gib=80 \\
-        --config.mesh.fsdp=2 --config.mesh.tensor=4 --config.train.micro_batch_size=2
+        --config.mesh.fsdp=2 --config.mesh.tensor=4 --config.train.micro_batch_size=2 \\
+        --config.rollout.slots=128
 
-Planner output (XLA:CPU buffer assignment of the full 28-layer RL train step, per device):
+Planner output (XLA:CPU buffer assignment of the full 28-layer RL train step and of the rollout's
+decode segment and whole-batch append, per device, GiB; the same as TAO-RL's: the recipe changes
+the loss, not the memory):
 
-    layout                        params   AdamW   activations+temp   peak       HBM
-    v5p-32, fsdp=4 x tensor=4     1.77     3.55     8.37              13.70 GiB  95: fits
-    8xH100, fsdp=2 x tensor=4     3.55     7.09    12.69              23.34 GiB  80: fits
-
-(rollout floor: params + AdamW + the KV cache estimate of 7.0 / 14.0 GiB = 12.3 / 24.6 GiB;
-the same as TAO-RL's: the recipe changes the loss, not the memory.)
+    layout                     params AdamW act+temp train peak | slots KV cache rollout+state  HBM
+    v5p-32, fsdp=4 x tensor=4   1.77   3.55   8.37    13.70     |  512   7.00      65.60     95: fits
+    8xH100, fsdp=2 x tensor=4   3.55   7.09  12.69    23.34     |  128   3.50      45.65     80: fits
 """
 
 from toolrl_jax.config import sibling_config

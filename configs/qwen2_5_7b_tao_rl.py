@@ -31,6 +31,7 @@ its dataset, corpus and tokenizer copies in a local scratch dir (``$TOOLRL_JAX_S
 
     bash launch/gpu_node.sh configs/qwen2_5_7b_tao_rl.py \\
         --config.mesh.fsdp=2 --config.mesh.tensor=4 --config.train.micro_batch_size=2 \\
+        --config.rollout.slots=128 \\
         --config.model.init_from=/data/Qwen2.5-7B-Instruct \\
         --config.data.tokenizer=/data/Qwen2.5-7B-Instruct --workdir runs/tao_rl
 
@@ -39,15 +40,18 @@ Plan either layout on a CPU first (compiles the real train step; no weights allo
     python -m toolrl_jax.main --config configs/qwen2_5_7b_tao_rl.py --config.mode=plan
     python -m toolrl_jax.main --config configs/qwen2_5_7b_tao_rl.py --config.mode=plan \\
         --config.plan.devices=8 --config.plan.hbm_gib=80 \\
-        --config.mesh.fsdp=2 --config.mesh.tensor=4 --config.train.micro_batch_size=2
+        --config.mesh.fsdp=2 --config.mesh.tensor=4 --config.train.micro_batch_size=2 \\
+        --config.rollout.slots=128
 
-Planner output (XLA:CPU buffer assignment of the full 28-layer train step, per device):
+Planner output (XLA:CPU buffer assignment of the full 28-layer train step and of the rollout's
+decode segment and whole-batch append, per device, GiB):
 
-    layout                        params   AdamW   activations+temp   peak       HBM
-    v5p-32, fsdp=4 x tensor=4     1.77     3.55     8.37              13.70 GiB  95: fits
-    8xH100, fsdp=2 x tensor=4     3.55     7.09    12.69              23.34 GiB  80: fits
+    layout                     params AdamW act+temp train peak | slots KV cache rollout+state  HBM
+    v5p-32, fsdp=4 x tensor=4   1.77   3.55   8.37    13.70     |  512   7.00      65.60     95: fits
+    8xH100, fsdp=2 x tensor=4   3.55   7.09  12.69    23.34     |  128   3.50      45.65     80: fits
 
-(rollout floor: params + AdamW + the KV cache estimate of 7.0 / 14.0 GiB = 12.3 / 24.6 GiB.) For
+On the H100 layout all 512 rows in 512 slots would need 118.97 GiB during the rollout (14 GiB of
+KV cache, and a whole-batch append over a 4k window); 128 slots fill and refill continuously. For
 comparison, pure FSDP (fsdp=16 / fsdp=8, tensor=1) needs 17.9 / 26.7 GiB, and no remat on the
 v5p-32 needs 60.4 GiB. The CPU compile uses XLA attention (TPU: splash, GPU: cuDNN
 flash, which never hold the [heads, T, T] scores), so these are upper estimates; rerun the planner

@@ -114,3 +114,40 @@ def test_plan_simulates_more_devices_in_a_fresh_process(capfd):
     assert main_lib.run(args + ["--config.plan.devices=16", "--config.mesh.fsdp=8"]) == 0
     out = capfd.readouterr().out
     assert "mesh: data=1, fsdp=8, tensor=2  (16 cpu devices)" in out
+
+
+def test_plan_compiles_the_rollout_on_the_real_engine_layout():
+    # fsdp=4 x tensor=2: 16 slots over 4 row shards, KV heads over tensor; the planned cache is
+    # exactly the shard the engine allocates on device 0, and the compiled programs hold it.
+    from flax import nnx
+
+    from toolrl_jax.rollout.factory import build_engine
+    from toolrl_jax.testing.fake_tools import EndTokenSyntax, echo_executor
+
+    cfg = _cfg()
+    mesh = make_mesh(cfg.mesh)
+    r = make_plan(cfg, mesh).rollout
+    m = cfg.model
+    assert r.slots == 16 and r.cache_len == 64
+    hd = m.hidden_size // m.num_heads
+    expected = (2 * m.num_layers * (16 // 4) * (m.num_kv_heads // 2) * hd * 64 * 4  # k, v fp32
+                + (16 // 4) * 4)  # int32 lengths
+    assert r.kv_cache_bytes == expected
+    graphdef, params = nnx.split(init_sharded(m, mesh, cfg.train.seed))
+    engine = build_engine(lambda p: nnx.merge(graphdef, p), cfg.rollout, _IdTok(),
+                          EndTokenSyntax(["x"]), echo_executor, rows=16, greedy=False,
+                          eos_ids=[0], stop_sequences=[[1]], mesh=mesh)
+    cache, _ = engine.compiled.init_cache(params)
+    assert _device0_bytes(cache) == expected
+    assert r.decode.argument >= expected and r.append.argument >= expected
+    assert r.peak >= r.decode.peak > expected
+
+
+class _IdTok:
+    pad_token_id = 0
+
+    def encode(self, text, add_special_tokens=False):
+        return [int(t) for t in text.split()]
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(map(str, ids))
