@@ -62,7 +62,7 @@ class DataConfig:
     sft_max_len: int = 512  # prompt + completion tokens; longer examples are dropped, not cut
 
     # --- tokenizer ----------------------------------------------------------------------------
-    tokenizer: str = ""  # HF tokenizer dir; empty: train the demo BPE into <workdir>/tokenizer
+    tokenizer: str = ""  # HF tokenizer dir or .gguf file; empty: train the demo BPE in the work dir
     demo_vocab_size: int = 1024  # total demo vocabulary, added tag tokens included
 
     # --- loading ------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ class ModelConfig:
     max_position: int = 2048
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     dtype: Literal["float32", "bfloat16"] = "float32"  # activation / compute dtype
-    init_from: str = ""  # HF checkpoint dir to load; empty = random init
+    init_from: str = ""  # HF checkpoint dir or .gguf file to load; empty = random init
     # Full-forward attention kernel (models/layers.py:causal_attention). "auto": cuDNN flash
     # attention on GPU when dtype/shapes allow, Pallas splash attention on TPU when shapes allow,
     # else XLA's jax.nn.dot_product_attention; "reference": the plain grouped-attention XLA code
@@ -180,6 +180,16 @@ class TrainConfig:
     seed: int = 0
     micro_batch_size: int = 0  # 0: no gradient accumulation
     logit_chunk: int = 256  # tokens per chunk when computing logprob + entropy from hidden states
+    # The log-prob / entropy head's path (rl/entropy.py:choose_head), from the shapes: "auto"
+    # keeps one [rows, T, V] fp32 logits block for the backward pass when it fits
+    # logit_block_mib, else runs T-chunks of at most that size (and at most logit_chunk
+    # positions) and recomputes their logits in the backward pass; "full" / "chunked" force one.
+    # `mode=plan` prints the choice.
+    logit_head: Literal["auto", "full", "chunked"] = "auto"
+    # MiB of fp32 logits in one block, per device. 0: by backend — 8 on CPU, where blocks that
+    # stay in cache were measured fastest (benchmarks/grpo_step.py: full [64, 95, 4096] logits
+    # 1.7x slower than 8-position chunks), 1024 on accelerators.
+    logit_block_mib: int = 0
     ppo_epochs: int = 1
     mini_batches: int = 1
     checkpoint_every: int = 50
@@ -209,6 +219,9 @@ class TrainConfig:
                 "(resume and the reports read metrics.jsonl); add tensorboard / wandb beside it")
         require(self.micro_batch_size >= 0, f"{path}.micro_batch_size must be >= 0")
         require(self.logit_chunk > 0, f"{path}.logit_chunk must be > 0")
+        require(self.logit_head in ("auto", "full", "chunked"),
+                f"{path}.logit_head={self.logit_head!r} must be one of 'auto', 'full', 'chunked'")
+        require(self.logit_block_mib >= 0, f"{path}.logit_block_mib must be >= 0 (0: by backend)")
         require(self.ppo_epochs > 0 and self.mini_batches > 0, f"{path}.ppo_epochs/mini_batches > 0")
         require(self.keep_checkpoints > 0, f"{path}.keep_checkpoints must be > 0")
         require(self.remat in ("none", "full", "save_dots"),

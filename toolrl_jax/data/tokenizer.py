@@ -91,13 +91,19 @@ def train_demo_tokenizer(out_dir: str | Path, texts: Iterable[str], vocab_size: 
 
 
 def load_tokenizer(path: str | Path) -> Any:
-    """Loads any HF tokenizer dir (the demo's or a real model's) through AutoTokenizer."""
+    """Loads any HF tokenizer dir (the demo's or a real model's) through AutoTokenizer, or the
+    tokenizer stored in a ``.gguf`` file's metadata (vocab, merges, specials, chat template)."""
     from transformers import AutoTokenizer
 
     path = Path(path)
-    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: GGUF file not found")
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    elif (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    else:
         raise FileNotFoundError(f"{path}: no tokenizer.json / tokenizer_config.json here")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"{path}: tokenizer has no chat_template; prompts need one")
     if tokenizer.eos_token_id is None:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -211,7 +212,8 @@ def _open_checkpoint(path: str) -> dict[str, np.ndarray]:
 def load_hf(path: str, param_dtype: str = "float32", dtype: str | None = None,
             mesh: Mesh | None = None, *, scan_layers: bool = False,
             attention: str = "auto") -> Decoder:
-    """Loads an HF Qwen2/Llama checkpoint directory into a Decoder (sharded when ``mesh`` given).
+    """Loads an HF Qwen2/Llama checkpoint directory into a Decoder (sharded when ``mesh`` given);
+    a ``.gguf`` file path goes to :func:`toolrl_jax.models.gguf.load_gguf` instead.
 
     ``param_dtype``: the dtype the weights are stored in (fp32 master weights by default);
     ``dtype``: the compute / activation dtype (None: ``param_dtype``), so a bf16-compute model
@@ -219,6 +221,11 @@ def load_hf(path: str, param_dtype: str = "float32", dtype: str | None = None,
     (``"float32"`` / ``"bfloat16"``), as in the config. ``scan_layers`` / ``attention`` are the
     run's ``model.scan_layers`` / ``model.attention`` (config.json knows nothing of them).
     """
+    if os.fspath(path).endswith(".gguf"):  # llama.cpp's format: own metadata, names, quantization
+        from toolrl_jax.models.gguf import load_gguf
+
+        return load_gguf(path, param_dtype, dtype, mesh, scan_layers=scan_layers,
+                         attention=attention)
     cfg_path = os.path.join(path, "config.json")
     if not os.path.exists(cfg_path):
         raise CheckpointError(f"{path}: no config.json")
@@ -233,7 +240,15 @@ def load_hf_into(cfg: ModelConfig, path: str, mesh: Mesh | None = None) -> Decod
     built directly in its sharding from the memory-mapped file (``make_array_from_callback``
     reads only the slices this process's devices hold; for a stacked leaf, those slices of each
     layer's tensor)."""
-    tensors = _open_checkpoint(path)
+    return load_tensors_into(cfg, _open_checkpoint(path), path, mesh)
+
+
+def load_tensors_into(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], path: str,
+                      mesh: Mesh | None = None) -> Decoder:
+    """A Decoder of config ``cfg`` from ``tensors``: HF tensor name → array-like in HF's
+    orientation (safetensors memmaps, or the GGUF import's lazily dequantized tensors). Every
+    tensor is read once and every model tensor must be there; ``path`` names the source in
+    errors."""
     abstract = nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     shardings = state_shardings(state, mesh) if mesh is not None else None
@@ -249,7 +264,7 @@ def load_hf_into(cfg: ModelConfig, path: str, mesh: Mesh | None = None) -> Decod
         if tuple(src.shape) != shape:
             raise CheckpointError(
                 f"{path}: tensor '{key}' has shape {tuple(tensors[key].shape)}, expected "
-                f"{shape[::-1] if transpose else shape} from config.json"
+                f"{shape[::-1] if transpose else shape} from the model config"
             )
         return src
 
@@ -329,7 +344,8 @@ def _replicated_fetchers():
 
 
 def save_hf(model: Decoder, path: str, dtype: str | None = None, tokenizer_dir: str = "") -> None:
-    """Writes ``config.json`` + ``model.safetensors`` (+ tokenizer files when given).
+    """Writes ``config.json`` + ``model.safetensors`` (+ tokenizer files when given:
+    ``tokenizer_dir`` is an HF tokenizer dir, or a ``.gguf`` file whose tokenizer is saved).
 
     Every process must call it (the gathers are collectives); only process 0 writes, one tensor
     at a time: the safetensors header is written from the params' shapes first, then each tensor
@@ -377,7 +393,11 @@ def save_hf(model: Decoder, path: str, dtype: str | None = None, tokenizer_dir: 
         os.replace(tmp, os.path.join(path, "model.safetensors"))  # never a half-written file
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(hf_config, f, indent=2)
-        if tokenizer_dir:
+        if tokenizer_dir.endswith(".gguf"):  # a GGUF-born policy: its tokenizer as HF files
+            from toolrl_jax.models.gguf import load_gguf_tokenizer
+
+            load_gguf_tokenizer(tokenizer_dir).save_pretrained(path)
+        elif tokenizer_dir:
             import shutil
 
             for fname in os.listdir(tokenizer_dir):
