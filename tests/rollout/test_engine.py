@@ -33,7 +33,7 @@ def setup(tokenizer):
     return _make_setup(tokenizer, cache_windows=4)
 
 
-def _make_setup(tokenizer, cache_windows, slots=0, mesh=None, executor=echo_executor):
+def _make_setup(tokenizer, cache_windows, slots=0, mesh=None, executor=echo_executor, rows=6):
     cfg = tiny_qwen2_config(vocab_size=len(tokenizer), num_layers=2)
     model = init_decoder(cfg, seed=0)
     graphdef, params = nnx.split(model)
@@ -48,7 +48,7 @@ def _make_setup(tokenizer, cache_windows, slots=0, mesh=None, executor=echo_exec
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     syntax = EndTokenSyntax([tokenizer.decode([i]) for i in end_ids])
     engine = build_engine(lambda p: nnx.merge(graphdef, p), rc, tokenizer, syntax, executor,
-                          rows=rc.prompts_per_step * rc.group_size, greedy=False, seed=1,
+                          rows=rows, greedy=False, seed=1,
                           eos_ids=[eos], stop_sequences=[[i] for i in end_ids], mesh=mesh)
     return model, params, engine
 
@@ -187,6 +187,27 @@ def _check_logprobs_match_full_forward(model, trajs):
         pos = np.nonzero(t.loss_mask)[0]
         np.testing.assert_allclose(t.old_logp[pos], logp_all[i, pos - 1, t.tokens[pos]],
                                    atol=1e-4)
+
+
+def test_drain_moves_the_last_rows_into_a_quarter_cache(setup, tokenizer):
+    # 8 slots for 12 rows: once no row waits and <= 2 rows hold a slot, they move into a 2-slot
+    # cache (take_slots) and finish there; trajectories are unchanged, nothing recompiles.
+    model, params, engine = setup
+    _, _, eight = _make_setup(tokenizer, cache_windows=4, slots=8, executor=_slow_echo(1),
+                              rows=12)
+    assert eight.drain_batch == 2
+    eight.warmup(params)
+    prompts = _prompts(tokenizer, PROMPTS + ["7 * 8 = ?", "x y", "<answer>"])
+    ref = engine.generate(params, prompts[:3], group_size=2) + engine.generate(
+        params, prompts[3:], group_size=2, prompt_ids=[3, 4, 5])
+    with CompileCounter() as counter:
+        trajs = eight.generate(params, prompts, group_size=2)
+    assert counter.count == 0
+    assert eight.stats.compactions == 1
+    for x, y in zip(ref, trajs):
+        np.testing.assert_array_equal(x.tokens, y.tokens)
+        np.testing.assert_allclose(x.old_logp, y.old_logp, atol=1e-5)
+    _check_logprobs_match_full_forward(model, trajs)
 
 
 def test_no_recompiles_with_refills(tokenizer):

@@ -6,6 +6,8 @@ recompiles them, and sees only the static shapes of :class:`toolrl_jax.buckets.R
 slot with the next pending row (continuous batching).
 
 * ``init_cache(params) -> (cache, last_logits_BV)``: an empty cache (every slot length 0).
+* ``take_slots(cache, last_logits_BV, slot_R) -> (cache, last_logits_BV)``: a smaller cache of
+  R slots holding the named ones (the engine compacts its last rows into it: see the engine).
 * ``append(params, cache, last_logits_BV, slot_R, tokens_RE, lens_R, reset_R, kv_len=W)``
   appends ``lens_R[r]`` tokens to slot ``slot_R[r]`` at its own offset — a prompt into a freed
   slot (``reset_R``: the slot's length restarts at 0) or a tool result to a parked row. Only the R
@@ -126,6 +128,7 @@ class CompiledRollout:
         self.window = width
         self.has_stops = bool(stop_sequences)
         self.init_cache = jax.jit(self._init_cache)
+        self.take_slots = jax.jit(self._take_slots, donate_argnums=(0, 1))
         self.append = jax.jit(self._append_rows, donate_argnums=(1, 2),
                               static_argnames=("kv_len",))
         self.decode_segment = jax.jit(self._decode_segment, donate_argnums=(1, 2),
@@ -172,11 +175,18 @@ class CompiledRollout:
         last = jnp.zeros((b, cfg.vocab_size), jnp.float32)
         return self._pin_cache(cache), self._pin_rows(last)
 
+    def _take_slots(self, cache, last_logits_BV, slot_R):
+        """A cache of R slots holding slots ``slot_R`` of this one (entries B: an empty slot)."""
+        take = functools.partial(jnp.take, indices=slot_R, axis=0, mode="clip")
+        small = KVCache(tuple(take(k) for k in cache.k), tuple(take(v) for v in cache.v),
+                        jnp.where(slot_R < cache.lengths.shape[0], take(cache.lengths), 0))
+        return self._pin_cache(small), self._pin_rows(take(last_logits_BV))
+
     def _append_rows(self, params, cache, last_logits_BV, slot_R, tokens_RE, lens_R, reset_R, *,
                      kv_len: int):
         self._check_kv_len(kv_len)
         model = self._model(params)
-        if slot_R.shape[0] == self.shapes.batch:
+        if slot_R.shape[0] == cache.lengths.shape[0]:
             return self._append_in_place(model, cache, last_logits_BV, slot_R, tokens_RE, lens_R,
                                          reset_R, kv_len)
         take = functools.partial(jnp.take, indices=slot_R, axis=0, mode="clip")
@@ -196,7 +206,7 @@ class CompiledRollout:
                          kv_len):
         """``append`` naming as many entries as slots: the inputs are scattered to their slots and
         the whole window extended in place (a gathered copy would double the cache's memory)."""
-        b = self.shapes.batch
+        b = cache.lengths.shape[0]
 
         def put(base, x):
             return base.at[slot_R].set(x, mode="drop")

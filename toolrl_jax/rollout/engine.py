@@ -61,7 +61,7 @@ Executor = Callable[[Sequence[ParsedCall]], list[ToolResult]]
 # How the per-process counts of one engine iteration combine (layout.agree).
 _AGREE = {"refill": "max", "reprefill": "max", "reprefill_len": "max", "results": "max",
           "result_width": "max", "result_kv": "max", "decodable": "sum", "decode_kv": "max",
-          "pending": "sum", "waiting": "sum", "unfinished": "sum"}
+          "pending": "sum", "occupied": "max", "waiting": "sum", "unfinished": "sum"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +80,7 @@ class RolloutStats:
     segments: int = 0
     extends: int = 0  # append calls carrying tool results
     refills: int = 0  # rows prefilled into a slot
+    compactions: int = 0  # drains moved into the small cache
     sampled_tokens: int = 0
     tool_calls: int = 0
     slot_steps: int = 0  # this process's slots × decode steps taken
@@ -173,6 +174,10 @@ class RolloutEngine:
         self.append_batches = tuple(sorted({min(b, round_up(max(1, b // 4), shards)), b}))
         # A segment with rows waiting for a slot ends once this many of its rows stopped.
         self.refill_quantum = max(1, b // 8)
+        # Once no row waits and the running (and parked) rows fit a quarter of the slots, they
+        # move to a cache that small: the last rows' drain then costs a quarter of the slots.
+        small = b // 4
+        self.drain_batch = small if b % 4 == 0 and small and small % shards == 0 else 0
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, text: str) -> list[int]:
@@ -191,9 +196,12 @@ class RolloutEngine:
         tokens = self._encode(self.syntax.format_result(dataclasses.replace(result, text=output)))
         return tokens[: min(self.shapes.extend_len, room)]
 
-    def _append_batch(self, rows_needed: int) -> int:
-        """The smallest compiled append batch in which every process fits ``rows_needed`` rows."""
+    def _append_batch(self, rows_needed: int, slots: int) -> int:
+        """The smallest compiled append batch in which every process fits ``rows_needed`` rows
+        (a cache of ``slots`` slots: the drain's small cache takes whole-batch appends only)."""
         lay = self.layout
+        if slots != self.shapes.batch:
+            return slots
         return next(r for r in self.append_batches if len(lay.owned(r)) >= rows_needed)
 
     def _append_programs(self) -> list[tuple[int, int, int]]:
@@ -219,12 +227,29 @@ class RolloutEngine:
         s, c, lay = self.shapes, self.compiled, self.layout
         params = decode_params(params, lay, self.compute_dtype)
         cache, last = c.init_cache(params)
-        for r, width, kv in self._append_programs():
-            cache, last = c.append(params, cache, last, lay.put(np.full((r,), s.batch, np.int32)),
+        cache, last = self._warm_tier(params, cache, last, self._append_programs())
+        count = 1 + len(self._append_programs()) + len(s.kv_windows)
+        if self.drain_batch:
+            d = self.drain_batch
+            cache, last = c.take_slots(cache, last, lay.put(np.full((d,), s.batch, np.int32)))
+            # Results; and rows evicted before the drain that come back with their context.
+            drain_appends = sorted({(d, w, kv) for w in s.extend_widths for kv in s.kv_windows}
+                                   | {(d, w, w) for w in s.kv_windows}
+                                   | {(d, s.prefill_len, s.kv_window(s.prefill_len))})
+            cache, last = self._warm_tier(params, cache, last, drain_appends)
+            count += 1 + len(drain_appends) + len(s.kv_windows)
+        jax.block_until_ready(last)
+        return count
+
+    def _warm_tier(self, params, cache, last, appends):
+        """Runs every ``appends`` variant and decode per window on inert inputs."""
+        s, c, lay = self.shapes, self.compiled, self.layout
+        b = cache.lengths.shape[0]
+        for r, width, kv in appends:
+            cache, last = c.append(params, cache, last, lay.put(np.full((r,), b, np.int32)),
                                    lay.put(np.full((r, width), c.pad_id, np.int32)),
                                    lay.put(np.zeros((r,), np.int32)),
                                    lay.put(np.zeros((r,), bool)), kv_len=kv)
-        b = s.batch
         for kv in s.kv_windows:
             out = c.decode_segment(
                 params, cache, last, self._seed(), lay.put(np.zeros((b,), np.uint32)),
@@ -232,8 +257,7 @@ class RolloutEngine:
                 lay.put(np.zeros((b,), np.int32)), lay.put(np.full((b, c.window), -1, np.int32)),
                 np.int32(1), kv_len=kv)
             cache, last = out.cache, out.last_logits_BV
-        jax.block_until_ready(last)
-        return 1 + len(self._append_programs()) + len(s.kv_windows)
+        return cache, last
 
     def _seed(self):
         return self.layout.put_replicated(np.asarray(jax.random.key_data(self.base_key)))
@@ -268,8 +292,8 @@ class RolloutEngine:
         """The host loop of the module docstring, over this process's ``rows``."""
         s, c, lay = self.shapes, self.compiled, self.layout
         b, st = s.batch, self.stats
-        slots = lay.owned(b)
-        self._free = collections.deque(int(i) for i in slots)
+        self._slots = b  # the cache's slot count: shapes.batch, or drain_batch once compacted
+        self._free = collections.deque(int(i) for i in lay.owned(b))
         self._queue = collections.deque(rows)
         self._by_slot: dict[int, _Row] = {}
         self._window = np.full((b, c.window), -1, np.int32)
@@ -293,12 +317,16 @@ class RolloutEngine:
                 "result_kv": max((len(r.tokens) for r, _ in results), default=0),
                 "decodable": len(decodable),
                 "decode_kv": max((len(r.tokens) for r in decodable), default=0) + s.segment_len,
-                "pending": len(self._queue),
+                "pending": len(self._queue), "occupied": len(self._by_slot),
                 "waiting": len(self._queue) + len(parked),
                 "unfinished": len(self._queue) + len(parked) + len(decodable),
             }, _AGREE)
             st.host_s += time.perf_counter() - t0
             t0 = time.perf_counter()
+            d = self.drain_batch
+            if (d and self._slots != d and not g["pending"]
+                    and g["occupied"] <= len(lay.owned(d))):
+                cache, last = self._compact(cache, last, d)
             if g["refill"]:  # new rows: their prompts into free slots
                 cache, last = self._append(params, cache, last, g["refill"], s.prefill_len,
                                            s.kv_window(s.prefill_len),
@@ -369,11 +397,36 @@ class RolloutEngine:
         self._free.append(self._by_slot.pop(r.slot).slot)
         r.slot = -1
 
+    def _compact(self, cache, last, slots: int):
+        """Moves every occupied slot into a cache of ``slots`` slots (the drain: no row waits,
+        the rest fit), renumbering the rows' slots and the host copies of per-slot state."""
+        lay, st = self.layout, self.stats
+        old = sorted(self._by_slot.items())
+        new = lay.owned(slots)
+        source = np.full((slots,), self._slots, np.int32)  # the old slot count: an empty slot
+        window = np.full((slots, self._window.shape[1]), -1, np.int32)
+        prompt_id = np.zeros((slots,), np.uint32)
+        sample_id = np.zeros((slots,), np.uint32)
+        self._by_slot = {}
+        for (slot, r), j in zip(old, new):
+            source[j], window[j] = slot, self._window[slot]
+            prompt_id[j], sample_id[j] = self._prompt_id[slot], self._sample_id[slot]
+            r.slot = int(j)
+            self._by_slot[r.slot] = r
+        self._free = collections.deque(int(j) for j in new[len(old):])
+        self._window, self._prompt_id, self._sample_id = window, prompt_id, sample_id
+        self._slots = slots
+        st.compactions += 1
+        t0 = time.perf_counter()
+        out = self.compiled.take_slots(cache, last, lay.put(source))
+        st.generate_s += time.perf_counter() - t0
+        return out
+
     def _decode_step(self, params, cache, last, seed, decodable: list[_Row], parked: list[_Row],
                      g: dict[str, int]):
         """One decode segment over the running slots; books its tokens into the rows."""
         s, c, lay, st = self.shapes, self.compiled, self.layout, self.stats
-        b = s.batch
+        b = self._slots
         # With rows waiting, end the segment once enough rows stopped that refilling pays.
         waiting = g["waiting"] > 0
         min_running = max(1, g["decodable"] - self.refill_quantum + 1) if waiting else 1
@@ -423,10 +476,10 @@ class RolloutEngine:
     def _append(self, params, cache, last, rows_needed: int, width: int, kv_len: int,
                 items: list[tuple[_Row, list[int]]], *, reset: bool):
         """One ``append`` call writing each ``(row, tokens)`` into the row's slot."""
-        s, lay = self.shapes, self.layout
-        r_total = self._append_batch(rows_needed)
+        lay = self.layout
+        r_total = self._append_batch(rows_needed, self._slots)
         at = lay.owned(r_total)[: len(items)]  # where this process's entries go
-        slot = np.full((r_total,), s.batch, np.int32)
+        slot = np.full((r_total,), self._slots, np.int32)
         tokens = np.full((r_total, width), self.compiled.pad_id, np.int32)
         lens = np.zeros((r_total,), np.int32)
         for i, (row, toks) in zip(at, items):
