@@ -332,3 +332,28 @@ def test_sharded_slots_hold_their_rows_and_heads_and_match_one_device(setup, tok
         np.testing.assert_array_equal(x.tokens, y.tokens)
         np.testing.assert_allclose(x.old_logp, y.old_logp, atol=1e-5)
         assert [c.status for c in x.calls] == [c.status for c in y.calls]
+
+
+def test_a_call_to_an_answer_function_ends_the_row_unexecuted(setup, tokenizer):
+    # Function-calling items: a call of the item's own function is the answer. It is recorded
+    # (name, arguments, call span) with an empty result, never run, and ends the row.
+    _, params, engine = setup
+    ran = []
+
+    def counting(calls):
+        ran.extend(calls)
+        return echo_executor(calls)
+
+    fc = RolloutEngine(engine.compiled, tokenizer, engine.syntax, counting, engine.limits, seed=1)
+    prompts = _prompts(tokenizer, PROMPTS)
+    trajs = fc.generate(params, prompts, group_size=2, answer_calls=[["echo"], [], ["other"]])
+    plain = engine.generate(params, prompts, group_size=2)
+    for t, p in zip(trajs, plain):
+        if t.prompt_id == 0 and p.num_calls:
+            assert t.num_calls == 1 and t.stop_reason.value == "answer"
+            (c,) = t.calls
+            assert c.name == "echo" and c.output == "" and c.result_span[0] == c.result_span[1]
+            assert c.call_span[1] == len(t.tokens)  # nothing after the answer call
+        else:  # other prompts' calls still run, as before
+            np.testing.assert_array_equal(t.tokens, p.tokens)
+    assert len(ran) == sum(t.num_calls for t in trajs if t.prompt_id != 0)

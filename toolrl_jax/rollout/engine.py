@@ -117,6 +117,8 @@ class _Row:
     done: bool = False
     stop_reason: StopReason = StopReason.BUDGET
     slot: int = -1
+    # Functions whose call *is* the answer (function-calling items): recorded, not executed.
+    answer_calls: frozenset = frozenset()
     # A call in flight: its future, the parsed call and the token span of the call's turn.
     future: cf.Future | None = None
     call: ParsedCall | InvalidCall | None = None
@@ -265,10 +267,14 @@ class RolloutEngine:
     # ------------------------------------------------------------------ main entry
     def generate(self, params, prompts: Sequence[Sequence[int]], group_size: int,
                  prompt_ids: Sequence[int] | None = None,
-                 budgets: Sequence[int] | None = None) -> list[Trajectory]:
+                 budgets: Sequence[int] | None = None,
+                 answer_calls: Sequence[Sequence[str]] | None = None) -> list[Trajectory]:
         """Samples ``group_size`` trajectories per prompt (rows ordered prompt-major).
 
         ``budgets``: per-prompt sampled-token budgets (default ``max_new_tokens`` for all).
+        ``answer_calls``: per prompt, the function names whose call is the row's answer (a
+        function-calling item's own tools): such a call ends the row, recorded with an empty
+        result and stop reason ``answer``, and is never executed.
         Every process passes the same prompts and gets the same trajectories back; each runs
         only its own share of the rows.
         """
@@ -281,8 +287,10 @@ class RolloutEngine:
                                  f"{s.prefill_len} (rollout.max_prompt_len)")
         n, me = jax.process_count(), jax.process_index()
         mine = range(me * len(prompts) // n, (me + 1) * len(prompts) // n)
+        answers = [frozenset(a) for a in answer_calls] if answer_calls else None
         rows = [_Row(prompt_ids[k], g, list(map(int, prompts[k])), len(prompts[k]),
-                     int(budgets[k]), order=k * group_size + g)
+                     int(budgets[k]), order=k * group_size + g,
+                     answer_calls=answers[k] if answers else frozenset())
                 for k in mine for g in range(group_size)]
         self._run(decode_params(params, self.layout, self.compute_dtype), rows)
         done = gather_objects([(r.order, self._finish(r)) for r in rows])
@@ -538,6 +546,12 @@ class RolloutEngine:
                 r.done, r.stop_reason = True, StopReason.MAX_TURNS
                 return
             parsed = self.syntax.parse_last_call(turn[:call_end])
+            if isinstance(parsed, ParsedCall) and parsed.name in r.answer_calls:
+                end = len(r.tokens)
+                r.calls.append(ToolCallRecord(parsed.name, parsed.arguments_json, ToolStatus.OK,
+                                              "", (r.turn_start, end), (end, end)))
+                r.done, r.stop_reason = True, StopReason.ANSWER
+                return
             if parsed is not None:
                 r.call, r.span = parsed, (r.turn_start, len(r.tokens))
                 r.future = self._submit(parsed)
