@@ -154,10 +154,11 @@ class RolloutEngine:
 
     def __init__(self, compiled: CompiledRollout, tokenizer, syntax, execute: Executor,
                  limits: EngineLimits, seed: int = 0, tool_workers: int = 64,
-                 compute_dtype=None):
+                 compute_dtype=None, compact_drain: bool = True):
         """``execute`` runs a list of calls (the engine hands it one at a time, from
         ``tool_workers`` threads, so calls overlap decoding and each other). ``compute_dtype``:
-        the params are cast to it for decoding (fp32 master weights → bf16 decode)."""
+        the params are cast to it for decoding (fp32 master weights → bf16 decode).
+        ``compact_drain=False`` keeps the full slot batch to the end (a lockstep baseline)."""
         self.compiled = compiled
         self.shapes: RolloutShapes = compiled.shapes
         self.layout = compiled.layout
@@ -179,7 +180,8 @@ class RolloutEngine:
         # Once no row waits and the running (and parked) rows fit a quarter of the slots, they
         # move to a cache that small: the last rows' drain then costs a quarter of the slots.
         small = b // 4
-        self.drain_batch = small if b % 4 == 0 and small and small % shards == 0 else 0
+        self.drain_batch = (small if compact_drain and b % 4 == 0 and small
+                            and small % shards == 0 else 0)
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, text: str) -> list[int]:

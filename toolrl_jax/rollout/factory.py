@@ -38,7 +38,7 @@ def build_engine(model_fn: Callable, rc: RolloutConfig, tokenizer, syntax, execu
                  eos_ids: Sequence[int] | None = None,
                  stop_sequences: Sequence[Sequence[int]] | None = None,
                  compiled_cache: dict | None = None, mesh=None,
-                 compute_dtype=None) -> RolloutEngine:
+                 compute_dtype=None, compact_drain: bool = True) -> RolloutEngine:
     """A rollout engine for ``rows`` rows per ``generate`` call.
 
     ``model_fn(params) -> Decoder``. Stop sequences default to the syntax's stop strings
@@ -65,4 +65,5 @@ def build_engine(model_fn: Callable, rc: RolloutConfig, tokenizer, syntax, execu
             compiled_cache[key] = compiled
     limits = EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens)
     return RolloutEngine(compiled, tokenizer, syntax, execute, limits, seed=seed,
-                         tool_workers=rc.tool_workers, compute_dtype=compute_dtype)
+                         tool_workers=rc.tool_workers, compute_dtype=compute_dtype,
+                         compact_drain=compact_drain)
