@@ -10,7 +10,10 @@ accuracy uses ``verdict.correct``, so the two never disagree about an answer.
 * **Math** (:func:`verify_math`): ``math-verify`` decides, so ``\\boxed{\\frac{1}{2}}``, ``0.5`` and
   ``1/2`` are the same answer and ``2\\sqrt{2}`` equals ``\\sqrt{8}``.
 * **QA** (:func:`verify_qa`): SQuAD exact match (``correct``) and token F1 (``score``).
-* **Function calls** (:func:`verify_function_call`): tool name and JSON arguments equal.
+* **Function calls**: a BFCL possible-answer list as gold (``[{name: {arg: [allowed values]}}]``,
+  ``[]`` = no call is right) is checked by :func:`check_calls`, BFCL's AST checker (all calls of
+  the final turn, parallel calls order-free); a single call object as gold by
+  :func:`verify_function_call` (tool name and JSON arguments equal).
 
 Decisions (pinned by ``tests/test_verifiers.py``):
 
@@ -51,7 +54,7 @@ import re
 import string
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
@@ -392,10 +395,217 @@ def verify_function_call(predicted: str | Mapping, gold: Mapping | str) -> Verdi
     return Verdict(True, 1.0, f"call to {gold_name!r} matches", "function-call")
 
 
+# --------------------------------------------------------------------- BFCL AST check (many calls)
+#
+# A port of BFCL's Python AST checker (``bfcl_eval/eval_checker/ast_eval/ast_checker.py``, Apache
+# 2.0, Gorilla project): same rules, same order of checks, so a verdict here is BFCL's verdict.
+# Calls are BFCL's model output: a list of ``{name: {arg: value}}``; ``None`` stands for a call the
+# syntax could not decode. Extensions: JSON-schema ``object`` / ``number`` types read as BFCL's
+# ``dict`` / ``float``; a gold name without a function spec is checked with no type information.
+
+Call = Mapping[str, Mapping[str, Any]] | None
+CallParser = Callable[[str], list]
+
+_BFCL_TYPES: Mapping[str, type] = {
+    "string": str, "integer": int, "float": float, "number": float, "boolean": bool,
+    "array": list, "tuple": list, "dict": dict, "object": dict, "any": str,
+}
+_NESTED_TYPES = ("array", "tuple")
+_STANDARDIZE_RE = re.compile(r"[ \,\.\/\-\_\*\^]")
+
+
+def standardize_string(text: str) -> str:
+    """BFCL's string normal form: no spaces or ``,./-_*^``, lower case, ``'`` -> ``"``."""
+    return _STANDARDIZE_RE.sub("", text).lower().replace("'", '"')
+
+
+def _answer_type(allowed: Sequence) -> type | None:
+    return next((type(a) for a in allowed if a != ""), None)
+
+
+def _type_ok(value: Any, allowed: Sequence, expected: type, nested: type | None) -> tuple[bool, bool]:
+    """BFCL's ``type_checker`` -> (valid, is_variable)."""
+    answer_type = _answer_type(allowed)
+    is_variable = answer_type is not None and answer_type is not expected
+    if type(value) is expected:
+        if nested is None:
+            return True, is_variable
+        for item in allowed:
+            if type(item) is list and not all(_type_ok(v, item, nested, None)[0] for v in value):
+                continue
+            return True, is_variable
+        return False, False  # BFCL marks the nested failure invalid whatever follows
+    if answer_type is not None and type(value) is answer_type:
+        return True, True
+    return False, False
+
+
+def _std(values: Sequence) -> list:
+    return [standardize_string(v) if type(v) is str else v for v in values]
+
+
+def _dict_ok(value: Mapping, allowed: Sequence) -> bool:
+    for answer in allowed:
+        if answer == "":
+            continue
+        ok = all(k in answer and (standardize_string(v) if type(v) is str else v) in _std(answer[k])
+                 for k, v in value.items())
+        if ok and all(k in value or "" in v for k, v in answer.items()):
+            return True
+    return False
+
+
+def _list_dict_ok(value: list, allowed: Sequence) -> bool:
+    return any(len(value) == len(answer) and all(_dict_ok(v, [a]) for v, a in zip(value, answer))
+               for answer in allowed)
+
+
+def _check_one(spec: Mapping | None, call: Mapping, gold: Mapping) -> str | None:
+    """BFCL's ``simple_function_checker``: None when ``call`` matches ``gold``, else why not."""
+    (name, allowed_args), = gold.items()
+    params = (spec or {}).get("parameters") or {}
+    details = params.get("properties") or {}
+    if name not in call:
+        return f"function {name!r} not called"
+    args = call[name]
+    for param in params.get("required") or ():
+        if param not in args:
+            return f"{name}: missing required argument {param!r}"
+    for param, value in args.items():
+        if (spec is not None and param not in details) or param not in allowed_args:
+            return f"{name}: unexpected argument {param!r}"
+        allowed = allowed_args[param]
+        kind = details.get(param, {}).get("type")
+        if kind is None:  # no spec: compare values as BFCL would for the gold's own type
+            if value not in allowed and _std([value])[0] not in _std(allowed):
+                return f"{name}: argument {param!r}={value!r} not in {allowed!r}"
+            continue
+        expected = _BFCL_TYPES.get(kind, str)
+        nested = None
+        if kind in _NESTED_TYPES:
+            nested = _BFCL_TYPES.get((details[param].get("items") or {}).get("type", "any"), str)
+        if kind == "tuple" and type(value) is tuple:
+            value = list(value)
+        if expected is float and type(value) is int:
+            value = float(value)
+        valid, is_variable = _type_ok(value, allowed, expected, nested)
+        if not valid:
+            return (f"{name}: argument {param!r} has type {type(value).__name__}, expected "
+                    f"{kind}: {value!r}")
+        if not is_variable:
+            if expected is dict:
+                if not _dict_ok(value, allowed):
+                    return f"{name}: argument {param!r}={value!r} not in {allowed!r}"
+                continue
+            if expected is list and nested is dict:
+                if not _list_dict_ok(value, allowed):
+                    return f"{name}: argument {param!r}={value!r} not in {allowed!r}"
+                continue
+            if expected is str:
+                if standardize_string(value) not in [standardize_string(a) for a in allowed
+                                                     if type(a) is str]:
+                    return f"{name}: argument {param!r}={value!r} not in {allowed!r}"
+                continue
+            if expected is list:
+                if _std(value) not in [_std(a) for a in allowed if isinstance(a, list)]:
+                    return f"{name}: argument {param!r}={value!r} not in {allowed!r}"
+                continue
+        if value not in allowed:
+            return f"{name}: argument {param!r}={value!r} not in {allowed!r}"
+    for param, allowed in allowed_args.items():
+        if param not in args and "" not in allowed:
+            return f"{name}: argument {param!r} missing (not optional)"
+    return None
+
+
+def check_calls(calls: Sequence[Call], possible: Sequence[Mapping], functions: Sequence[Mapping] = (),
+                ) -> Verdict:
+    """BFCL's AST verdict on the calls of a final turn.
+
+    ``possible``: BFCL ground truth, ``[{name: {arg: [allowed values]}}]`` (``""`` among the
+    allowed values: the argument may be left out); ``[]``: no call is right (irrelevance: correct
+    iff no call decodes). ``functions``: the item's JSON-schema specs (required arguments, types:
+    an ``integer`` given for a ``float`` is accepted, strings compare in BFCL's normal form).
+    The number of calls must equal the number of gold calls; each gold call (in order) takes the
+    first unmatched call that passes (BFCL's order-free parallel check, greedy as BFCL's is).
+    """
+    decoded = [c for c in calls if c is not None]
+    if not possible:
+        if decoded:
+            return _wrong(f"no call expected, got {len(decoded)}", "ast")
+        return Verdict(True, 1.0, "no call, as expected", "ast")
+    if len(decoded) < len(calls):
+        return _wrong("a call of the final turn could not be decoded", "ast")
+    if len(calls) != len(possible):
+        return _wrong(f"{len(calls)} calls, expected {len(possible)}", "ast")
+    specs = {f.get("name"): f for f in functions if isinstance(f, Mapping)}
+    matched: set[int] = set()
+    for gold in possible:
+        (name, _), = gold.items()
+        why = "no call left"
+        for i, call in enumerate(calls):
+            if i in matched:
+                continue
+            why = _check_one(specs.get(name), call, gold)
+            if why is None:
+                matched.add(i)
+                break
+        else:
+            return _wrong(why, "ast")
+    return Verdict(True, 1.0, f"{len(possible)} call(s) match", "ast")
+
+
+def possible_answers(record: Mapping[str, Any]) -> list | None:
+    """A record's BFCL ground truth (``answer`` as a list or its JSON text); None for any other
+    gold (e.g. a single ``{"name", "arguments"}`` call)."""
+    gold = record.get("answer")
+    if isinstance(gold, str):
+        if not gold.lstrip().startswith("["):
+            return None
+        try:
+            gold = json.loads(gold)
+        except json.JSONDecodeError:
+            return None
+    return gold if isinstance(gold, list) else None
+
+
+def record_functions(record: Mapping[str, Any]) -> list:
+    """The item's own function specs: ``record["tools"]`` or ``record["metadata"]["tools"]``."""
+    tools = record.get("tools") or (record.get("metadata") or {}).get("tools") or []
+    return list(tools)
+
+
+def call_from_json(obj: Any) -> Call:
+    """``{"name", "arguments" | "parameters"}`` (arguments maybe a JSON string) -> ``{name: args}``;
+    None when it is not a well-formed call."""
+    loaded = _load_call(obj, "call") if isinstance(obj, Mapping) else "not an object"
+    if isinstance(loaded, str):
+        return None
+    name, args = loaded
+    return {name: args}
+
+
+def extract_calls(text: str) -> list[Call]:
+    """Every ``<tool_call>`` of the final turn (after the last ``</tool_response>``), Hermes style;
+    a body holding a JSON list is several (parallel) calls. Undecodable bodies give None."""
+    turn = text[text.rfind("</tool_response>") + 1:] if "</tool_response>" in text else text
+    calls: list[Call] = []
+    for body in _TOOL_CALL_RE.findall(turn):
+        try:
+            obj = json.loads(body.strip(), strict=False)
+        except json.JSONDecodeError:
+            calls.append(None)
+            continue
+        calls.extend(call_from_json(o) for o in (obj if isinstance(obj, list) else [obj]))
+    if turn.rfind("<tool_call>") > turn.rfind("</tool_call>"):
+        calls.append(None)  # a call left open at the token budget
+    return calls
+
+
 # ------------------------------------------------------------------------------------------ dispatch
 
 
-def verify(predicted: str | Mapping | None, record: Mapping[str, Any]) -> Verdict:
+def verify(predicted: str | Mapping | list | None, record: Mapping[str, Any]) -> Verdict:
     """Verifies an extracted answer against a task record, choosing the verifier by ``record["task"]``.
 
     Math tasks -> :func:`verify_math`; QA tasks -> :func:`verify_qa`; ``function_call`` ->
@@ -405,6 +615,11 @@ def verify(predicted: str | Mapping | None, record: Mapping[str, Any]) -> Verdic
         return _wrong("no answer", "none")
     task, gold = record.get("task"), record["answer"]
     if task in FUNCTION_CALL_TASKS:
+        possible = possible_answers(record)
+        if possible is not None:
+            if not isinstance(predicted, list):
+                return _wrong("expected the list of calls of the final turn", "ast")
+            return check_calls(predicted, possible, record_functions(record))
         return verify_function_call(predicted, gold)
     if not isinstance(predicted, str):
         return _wrong(f"expected a text answer for task {task!r}, got {type(predicted).__name__}", "none")
@@ -418,7 +633,26 @@ def verify(predicted: str | Mapping | None, record: Mapping[str, Any]) -> Verdic
     return verify_qa(predicted, str(gold))
 
 
-def grade(text: str, record: Mapping[str, Any], style: AnswerStyle = "tag") -> Verdict:
-    """THE answer check: the final answer of a full completion (``style``) verified against
-    ``record`` (``task``, ``answer``). Training rewards use ``score``, eval accuracy ``correct``."""
-    return verify(extract_answer(text, style), record)
+def answer_of(text: str, record: Mapping[str, Any], style: AnswerStyle = "tag",
+              parse_calls: CallParser | None = None) -> str | list | None:
+    """What :func:`verify` checks for ``record``: the extracted answer text, or, for a
+    function-calling item with BFCL gold, the calls of the final turn (``parse_calls``: the call
+    syntax's reader, default :func:`extract_calls`; ``[]`` when the turn makes no call)."""
+    if record.get("task") in FUNCTION_CALL_TASKS and possible_answers(record) is not None:
+        return (parse_calls or extract_calls)(text)
+    return extract_answer(text, style)
+
+
+def answered(answer: str | list | None, text: str, style: AnswerStyle = "tag") -> bool:
+    """Whether a completion gave an answer: a call, or (also for "no call") an answer by style."""
+    if isinstance(answer, list):
+        return bool(answer) or extract_answer(text, style) is not None
+    return answer is not None
+
+
+def grade(text: str, record: Mapping[str, Any], style: AnswerStyle = "tag",
+          parse_calls: CallParser | None = None) -> Verdict:
+    """THE answer check: the final answer of a full completion (``style``; for function-calling
+    items the calls of its final turn) verified against ``record`` (``task``, ``answer``).
+    Training rewards use ``score``, eval accuracy ``correct``."""
+    return verify(answer_of(text, record, style, parse_calls), record)

@@ -135,8 +135,10 @@ def test_recomputed_old_logp_makes_on_policy_ratios_one_and_reference_kl_zero(tm
     ratios = {}
     for recompute in (True, False):
         run = tmp_path / str(recompute)
-        _rl(run, steps=1, **{"rl.recompute_old_logp": recompute, "rl.kl_coef": 0.1,
-                             "train.micro_batch_size": 2})
+        # GRPO: no group filter, so every row trains even when a random policy's rewards tie
+        # (the demo's AutoTool recipe drops zero-variance groups, leaving no ratio to read).
+        _rl(run, steps=1, **{"rl.recipe": "grpo", "rl.recompute_old_logp": recompute,
+                             "rl.kl_coef": 0.1, "train.micro_batch_size": 2})
         row = read_metrics(str(run / "metrics.jsonl"))[0]
         ratios[recompute] = row["pg/ratio"]
         assert abs(row["kl/ref"]) < 1e-6, row["kl/ref"]

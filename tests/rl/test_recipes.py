@@ -43,8 +43,11 @@ def make_batch(seed=0):
         short_mode_B=np.array([1, 0] * 4), num_calls_B=num_calls,
         delta_entropy_BK=d["delta_BK"], delta_valid_BK=d["valid_BK"], call_status_BK=status,
         void_turn_B=np.zeros(B, bool))
+    # micro_batch_B: two strided micro-batches, as the trainer's row -> micro-batch map
+    # (rl.shaping_scope='micro_batch', TAO-RL's preset).
     layout = dict(loss_mask_BT=loss_mask, entropy_BT=ent, post_tool_mask_BT=post,
-                  segment_ids_BT=seg, num_calls_B=num_calls)
+                  segment_ids_BT=seg, num_calls_B=num_calls,
+                  micro_batch_B=np.arange(B, dtype=np.int32) % 2)
     old_logp = -rng.uniform(0.5, 2.0, size=(B, T)).astype(np.float32) * loss_mask
     return inputs, layout, old_logp
 
@@ -158,12 +161,20 @@ def test_all_correct_and_all_wrong_groups_are_removed():
     np.testing.assert_array_equal(out["filt"].group_keep_P, [False, True])
     assert out["filt"].counts["filter/all_correct_or_wrong"] == 4
     assert np.all(np.asarray(out["grads"][0])[:4] == 0)
-    assert recipe.refill_rule(P).prompts_to_request(1, 1) == 2  # ceil(1 * 1.5): refill
+    # TAO-RL refills by repeating survivors: with one group kept nothing more is sampled, with
+    # none kept a fresh oversampled batch is (ceil(2 * 3)); rl.refill='pad' samples the shortfall.
+    assert recipe.refill_rule(P).prompts_to_request(1, 1) == 0
+    assert recipe.refill_rule(P).prompts_to_request(0, 1) == 6
+    pad = make_recipe(RLConfig(recipe="tao_rl", refill="pad"), group_size=G,
+                      max_new_tokens=MAX_NEW)
+    assert pad.refill_rule(P).prompts_to_request(1, 1) == 3  # ceil(1 * 3)
 
 
 def test_tao_recipe_with_zero_coef_equals_grpo_exactly():
     inputs, layout, old_logp = make_batch()
-    base = dict(filters=(), loss_agg="token_mean", clip_eps_high=0.28, dual_clip=3.0)
+    # entropy_coef: TAO-RL's 0.001 plain bonus is a loss term, not shaping; equalised here.
+    base = dict(filters=(), loss_agg="token_mean", clip_eps_high=0.28, dual_clip=3.0,
+                entropy_coef=0.0)
     tao = make_recipe(RLConfig(recipe="tao_rl", tao_coef=0.0, **base), group_size=G,
                       max_new_tokens=MAX_NEW)
     grpo = make_recipe(RLConfig(recipe="grpo", **base), group_size=G, max_new_tokens=MAX_NEW)

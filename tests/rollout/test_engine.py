@@ -110,10 +110,11 @@ def test_no_recompiles_in_steady_state(setup, tokenizer):
     _, params, engine = setup
     assert engine.shapes.kv_windows == (48, 88, 136, 176)  # several windows are in play
     assert engine.shapes.extend_widths == (16, 32)
-    assert engine.append_batches == (1, 6)
-    # init + append per batch at each result width x window (the prompt width, 32 in a 48
-    # window, is one of them) + evicted rows' whole context per window + decode per window
-    assert engine.warmup(params) == 1 + 2 * (2 * 4) + 4 + 4
+    # One slot per row: no queue, so one (whole-batch) append batch, no evicted rows, no drain.
+    assert engine.append_batches == (6,) and not engine.queued and not engine.drain_batch
+    # init + append at each result width x window (the prompt width, 32 in a 48 window, is one
+    # of them) + decode per window
+    assert engine.warmup(params) == 1 + 2 * 4 + 4
     used, widths = set(), set()
     real_decode, real_append = engine.compiled.decode_segment, engine.compiled.append
 
@@ -212,7 +213,10 @@ def test_drain_moves_the_last_rows_into_a_quarter_cache(setup, tokenizer):
 
 def test_no_recompiles_with_refills(tokenizer):
     _, params, engine = _make_setup(tokenizer, cache_windows=4, slots=2)
-    engine.warmup(params)
+    assert engine.queued and engine.append_batches == (1, 2)
+    # init + append per batch at each result width x window + evicted rows' context per window
+    # + decode per window (2 slots: no quarter-size drain cache)
+    assert engine.warmup(params) == 1 + 2 * (2 * 4) + 4 + 4
     for texts in (PROMPTS, ["1", "a much longer prompt here", "x y", "zz"]):
         with CompileCounter() as counter:
             engine.generate(params, _prompts(tokenizer, texts), group_size=2)

@@ -4,6 +4,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 
 from toolrl_jax.config import MeshConfig, OptimConfig, RLConfig
 from toolrl_jax.models.decoder import init_decoder
@@ -14,6 +15,7 @@ from toolrl_jax.testing.tiny import tiny_qwen2_config
 from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import create_state, make_optimizer
 from toolrl_jax.train.steps import (
+    LogitHead,
     build_step,
     jit_step,
     place_batch,
@@ -134,7 +136,7 @@ GOLDEN = {"train/loss": -0.5319330096244812, "pg/loss": -0.46830445528030396,
           "param_delta_l2": 0.27391545747034673, "lm_head_delta_sum": -0.5949401433092021}
 
 
-def _golden_step():
+def _golden_step(head=8):
     cfg = tiny_qwen2_config()
     mesh = make_mesh(MeshConfig(data=1, fsdp=1, tensor=1))
     tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=0), 10)
@@ -151,7 +153,7 @@ def _golden_step():
         batch = dataclasses.replace(
             base, ref_logp_BT=(base.old_logp_BT + 0.2 * rng.standard_normal((B, T))
                                ).astype(np.float32))
-        step = jit_step(build_step(policy, tx, rl_loss_fn(recipe, chunk=8), micro_batches=2,
+        step = jit_step(build_step(policy, tx, rl_loss_fn(recipe, chunk=head), micro_batches=2,
                                    update_beta=recipe.update_beta, schedule=schedule),
                         state, mesh, batch)
         state, metrics = step(state, batch)
@@ -165,8 +167,13 @@ def _golden_step():
     return out
 
 
-def test_golden_one_step_rl_numbers():
-    got = _golden_step()
+# Every head path gives the golden numbers: auto (here the whole logits fit: full), full forced,
+# and chunked forced with a 1 MiB block (3 T-chunks of 8 positions, V in 2 blocks of 64).
+@pytest.mark.parametrize("head", [8, LogitHead(chunk=8, path="full"),
+                                  LogitHead(chunk=8, vocab_chunk=64, path="chunked",
+                                            block_mib=1)])
+def test_golden_one_step_rl_numbers(head):
+    got = _golden_step(head)
     for key, want in GOLDEN.items():
         np.testing.assert_allclose(got[key], want, rtol=2e-5, atol=1e-7, err_msg=key)
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from toolrl_jax.config.core import require
 
-KNOWN_TASKS = ("arithmetic", "lookup")
+KNOWN_TASKS = ("arithmetic", "lookup", "function_call")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,8 @@ class DataConfig:
     heldout_fraction: float = 0.2
 
     # --- synthetic tasks ----------------------------------------------------------------------
-    tasks: tuple[str, ...] = KNOWN_TASKS
+    # function_call: items with their own tools (data/function_calling.py; needs hermes calls).
+    tasks: tuple[str, ...] = ("arithmetic", "lookup")
     num_train: int = 2000  # items in the train split, spread evenly over `tasks`
     num_heldout: int = 200
     # Half easy / half hard: a model that always calls a tool and one that never does both leave

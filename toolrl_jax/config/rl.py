@@ -44,10 +44,17 @@ def choices(key: str) -> list[str]:
     return COMPONENT_TABLES[key].names()
 
 
-# Each recipe's choice for every ``None``-default field below. Values from DESIGN.md §4 and the
-# papers: DAPO clip-higher 0.2/0.28 + token-mean + overlong buffer (4096 of 20480 = 0.2);
-# Dr.GRPO sums tokens over a constant; TAO-RL clip-higher + dual-clip c = 3.
-RECIPE_PRESETS: dict[str, dict[str, Any]] = {
+# What every recipe uses unless its preset says otherwise (preset-able fields that most recipes
+# leave alone: the plain entropy bonus, DAPO-style dynamic sampling and the shaping scope).
+PRESET_DEFAULTS: dict[str, Any] = dict(entropy_coef=0.0, oversample_factor=1.5,
+                                       max_sample_rounds=3, refill="pad", shaping_scope="batch")
+
+# Each recipe's choice for every ``None``-default field below (merged over PRESET_DEFAULTS).
+# Values from DESIGN.md §4 and the papers: DAPO clip-higher 0.2/0.28 + token-mean + overlong buffer
+# (4096 of 20480 = 0.2); Dr.GRPO sums tokens over a constant. TAO-RL: its released code
+# (github.com/WhyNot22222/TAO-RL, recipe/tao_rl/config/tao_rl_trainer.yaml + train.sh), setting by
+# setting in docs/methods.md and pinned by tests/rl/test_tao_rl_preset.py.
+_RECIPES: dict[str, dict[str, Any]] = {
     "grpo": dict(reward="outcome", advantage="grpo", filters=(), shaping="none",
                  loss_agg="seq_mean_token_mean", clip_eps_low=0.2, clip_eps_high=0.2,
                  dual_clip=0.0, overlong_buffer_ratio=0.0, format_weight=0.0,
@@ -66,15 +73,35 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
                        loss_agg="token_mean", clip_eps_low=0.2, clip_eps_high=0.2,
                        dual_clip=0.0, overlong_buffer_ratio=0.0, format_weight=0.0,
                        autotool_entropy=False),
+    # TAO-RL's released config: clip_ratio_low/high 0.2/0.28, clip_ratio_c 3 (dual-clip),
+    # verl's token-mean loss, mask_void_turns=True, entropy_coeff=0.001 (train.sh), rejection
+    # sampling of zero-variance groups over OVERSAMPLE=3 x the batch (train.sh; the yaml's 2.0 is
+    # overridden), the shortfall filled by repeating surviving groups (repeat_with_uid_suffix),
+    # a fresh batch only when no group survives; AEPO shaping coefficient 0.01 with its z-score
+    # taken per update micro-batch (dp_actor.update_policy).
     "tao_rl": dict(reward="outcome", advantage="grpo",
-                   filters=("all_tools_failed", "all_correct_or_wrong"), shaping="tao_post_tool",
-                   loss_agg="token_mean", clip_eps_low=0.2, clip_eps_high=0.28, dual_clip=3.0,
-                   overlong_buffer_ratio=0.0, format_weight=0.0, autotool_entropy=False),
+                   filters=("all_tools_failed", "all_correct_or_wrong", "void_turn"),
+                   shaping="tao_post_tool", loss_agg="token_mean", clip_eps_low=0.2,
+                   clip_eps_high=0.28, dual_clip=3.0, overlong_buffer_ratio=0.0,
+                   format_weight=0.0, autotool_entropy=False, entropy_coef=0.001,
+                   oversample_factor=3.0, max_sample_rounds=3, refill="duplicate",
+                   shaping_scope="micro_batch"),
     "autotool": dict(reward="autotool", advantage="grpo", filters=("zero_variance",),
                      shaping="none", loss_agg="token_mean", clip_eps_low=0.2, clip_eps_high=0.2,
                      dual_clip=0.0, overlong_buffer_ratio=0.0, format_weight=1.0,
                      autotool_entropy=True),
 }
+RECIPE_PRESETS: dict[str, dict[str, Any]] = {
+    name: {**PRESET_DEFAULTS, **preset} for name, preset in _RECIPES.items()}
+
+#: How refill fills groups the filters left missing: ``pad`` = dropped groups at weight 0
+#: (DAPO-style: the batch shrinks in effect); ``duplicate`` = copies of surviving groups at
+#: weight 1 (TAO-RL's repeat_with_uid_suffix: every trained group carries signal).
+REFILL_MODES = ("pad", "duplicate")
+#: Token population of the shaping z-score: ``batch`` (all trained tokens of the step),
+#: ``micro_batch`` (those of the update micro-batch the row lands in, as TAO-RL's actor computes
+#: it), ``trajectory`` (the row's own tokens).
+SHAPING_SCOPES = ("batch", "micro_batch", "trajectory")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +140,7 @@ class RLConfig:
     kl_coef: float = 0.0  # 0: no reference model needed (DAPO, Dr.GRPO drop the KL term)
     kl_estimator: str = "k3"  # k3 = exp(d) - 1 - d: unbiased, low variance, >= 0
     kl_clamp: float = 10.0  # per-token estimate clipped to [-clamp, clamp]; see losses.kl_penalty
-    entropy_coef: float = 0.0  # plain entropy bonus -c * H_t (carries gradient)
+    entropy_coef: float | None = None  # plain entropy bonus -c * H_t (carries gradient)
     # Dr.GRPO's constant normaliser (tokens per row); 0 = the rollout's max_new_tokens.
     loss_constant: int = 0
 
@@ -123,6 +150,8 @@ class RLConfig:
     entropy_adv_kappa: float = 2.0  # kappa > 1 guarantees the bonus never flips A's sign
     # Train only on the top-rho highest-entropy ("forking") tokens of the batch; 1.0 = all tokens.
     top_entropy_ratio: float = 1.0
+    # Where the shaping z-score's mean / std come from (SHAPING_SCOPES; None: the recipe's).
+    shaping_scope: str | None = None
 
     # --- rewards ----------------------------------------------------------------------------------
     # TEPO dense bonus for an entropy-reducing call: F1*(1 + alpha*1{dH<0}). 0.5 keeps the outcome
@@ -150,10 +179,12 @@ class RLConfig:
     autotool_beta_max: float = 1.0  # beta_l is clamped to [0, max]
 
     # --- dynamic sampling (used when a group filter is on) ---------------------------------------
-    # Prompts requested = ceil(missing_groups * factor) per round, until the batch is full or
-    # max_sample_rounds; still-missing groups are padded with dropped groups at weight 0.
-    oversample_factor: float = 1.5
-    max_sample_rounds: int = 3
+    # Prompts drawn = ceil(missing_groups * factor) per round (rl_loop.RLTrainer.collect draws
+    # exactly that many), until the batch is full or max_sample_rounds; ``refill`` (REFILL_MODES)
+    # says how still-missing groups are filled. None: the recipe's (PRESET_DEFAULTS).
+    oversample_factor: float | None = None
+    max_sample_rounds: int | None = None
+    refill: str | None = None
 
     # --- logprob / entropy from hidden states --------------------------------------------------
     # Vocabulary columns per block of the streaming logsumexp (the T-chunk is train.logit_chunk).
@@ -198,6 +229,11 @@ class RLConfig:
         require(self.adv_std_ddof in (0, 1), f"{path}.adv_std_ddof={self.adv_std_ddof} must be 0/1")
         require(self.adv_eps > 0, f"{path}.adv_eps must be > 0")
         require(self.kl_coef >= 0, f"{path}.kl_coef must be >= 0")
+        require(r.entropy_coef >= 0, f"{path}.entropy_coef must be >= 0")
+        require(r.refill in REFILL_MODES, f"{path}.refill={r.refill!r}; choose one of "
+                                          f"{list(REFILL_MODES)}")
+        require(r.shaping_scope in SHAPING_SCOPES, f"{path}.shaping_scope={r.shaping_scope!r}; "
+                                                   f"choose one of {list(SHAPING_SCOPES)}")
         require(self.kl_clamp > 0, f"{path}.kl_clamp must be > 0")
         require(self.loss_constant >= 0, f"{path}.loss_constant must be >= 0")
         require(self.tao_coef >= 0, f"{path}.tao_coef must be >= 0")
@@ -216,6 +252,6 @@ class RLConfig:
         require(0 <= self.autotool_beta_long_init <= self.autotool_beta_max,
                 f"{path}.autotool_beta_long_init must be in [0, autotool_beta_max]")
         require(self.autotool_beta_lr >= 0, f"{path}.autotool_beta_lr must be >= 0")
-        require(self.oversample_factor >= 1, f"{path}.oversample_factor must be >= 1")
-        require(self.max_sample_rounds >= 1, f"{path}.max_sample_rounds must be >= 1")
+        require(r.oversample_factor >= 1, f"{path}.oversample_factor must be >= 1")
+        require(r.max_sample_rounds >= 1, f"{path}.max_sample_rounds must be >= 1")
         require(self.vocab_chunk >= 0, f"{path}.vocab_chunk must be >= 0 (0 = no V chunking)")

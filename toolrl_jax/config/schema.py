@@ -254,8 +254,22 @@ class EvalConfig:
     prompts_per_batch: int = 32
     greedy: bool = True
     samples: int = 1  # > 1: sampled pass@k / avg@k at rollout.temperature
+    # Benchmarks evaluated besides (or, with eval_split_too=False, instead of) the split:
+    # "name=path" pairs; a path is a BFCL question file (its possible answers beside it in
+    # possible_answer/) or a task JSONL file. max_items applies per file. Results per benchmark
+    # in eval_<policy>.json under "benchmarks", and in report.md / compare.md.
+    files: tuple[str, ...] = ()
+    eval_split_too: bool = True
+
+    def file_map(self) -> dict[str, str]:
+        return dict(f.split("=", 1) for f in self.files)
 
     def validate(self, path: str) -> None:
+        for f in self.files:
+            require("=" in f and f.split("=", 1)[0].strip() and f.split("=", 1)[1].strip(),
+                    f"{path}.files: {f!r} must be 'name=path'")
+        names = [f.split("=", 1)[0] for f in self.files]
+        require(len(set(names)) == len(names), f"{path}.files names a benchmark twice")
         require(self.max_items >= 0, f"{path}.max_items must be >= 0")
         require(self.prompts_per_batch > 0, f"{path}.prompts_per_batch must be > 0")
         require(self.samples > 0, f"{path}.samples must be > 0")

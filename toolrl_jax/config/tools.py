@@ -122,7 +122,8 @@ class ToolCacheConfig:
 class ToolsConfig:
     # How the model writes calls: <python>…</python> tags, ```python fences, or Hermes/Qwen
     # <tool_call>{json}</tool_call>.
-    syntax: Literal["xml", "markdown", "hermes"] = "xml"
+    # "simpletir": SimpleTIR / TAO-RL's format (fences, "Code execution result:", \boxed{}).
+    syntax: Literal["xml", "markdown", "hermes", "simpletir"] = "xml"
     enabled: tuple[str, ...] = ("python", "calculator")
     # Text appended after a call; must contain '{result}'. Empty: the syntax's default
     # ("\n<result>\n{result}\n</result>\n", "\n```output\n{result}\n```\n",

@@ -20,23 +20,54 @@ import grain
 
 from toolrl_jax.config.data import DataConfig
 from toolrl_jax.data.builders import TaskSource
-from toolrl_jax.data.prompts import prompt_messages
+from toolrl_jax.data.function_calling import is_function_calling
+from toolrl_jax.data.prompts import (
+    FunctionsPrompt,
+    function_prompt_messages,
+    prompt_messages,
+    template_renders_tools,
+    template_tools,
+)
 from toolrl_jax.data.sft import encode_prompt, encode_sft_example, make_sft_example
 from toolrl_jax.data.splits import HELDOUT, TRAIN
 from toolrl_jax.data.trajectories import ResultRenderer
 
 
 class AddPrompt(grain.transforms.Map):
-    """Adds ``messages`` (chat prompt) and, with a tokenizer, ``prompt_ids`` (int32 [P])."""
+    """Adds ``messages`` (chat prompt) and, with a tokenizer, ``prompt_ids`` (int32 [P]).
 
-    def __init__(self, tools: Sequence[str], tokenizer: Any = None):
+    A function-calling record (its own ``metadata["tools"]``) also gets ``functions`` (the names
+    whose call is its answer): a template that reads ``tools`` renders them, else
+    ``describe_functions`` (the call syntax's description, e.g.
+    ``HermesSyntax.describe_functions``) writes them into the system message."""
+
+    def __init__(self, tools: Sequence[str], tokenizer: Any = None,
+                 describe_functions: FunctionsPrompt | None = None, answer_style: str = "tag"):
         self._tools, self._tokenizer = tuple(tools), tokenizer
+        self._describe, self._answer_style = describe_functions, answer_style
 
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
+        if is_function_calling(record):
+            return self._map_functions(record)
         messages = prompt_messages(record["question"], self._tools)
         out = {**record, "messages": messages}
         if self._tokenizer is not None:
             out["prompt_ids"] = encode_prompt(self._tokenizer, messages)
+        return out
+
+    def _map_functions(self, record: dict[str, Any]) -> dict[str, Any]:
+        functions = record["metadata"]["tools"]
+        in_template = self._tokenizer is not None and template_renders_tools(self._tokenizer)
+        if not in_template and self._describe is None:
+            raise ValueError(f"record {record['id']!r} brings its own functions: pass "
+                             "describe_functions (the call syntax's) or use a tokenizer whose "
+                             "chat template renders tools")
+        messages = function_prompt_messages(record, describe=None if in_template else self._describe,
+                                            answer_style=self._answer_style)
+        out = {**record, "messages": messages, "functions": [f["name"] for f in functions]}
+        if self._tokenizer is not None:
+            out["prompt_ids"] = encode_prompt(self._tokenizer, messages,
+                                              template_tools(functions) if in_template else None)
         return out
 
 
@@ -127,19 +158,25 @@ def prompt_loader(
     tokenizer: Any = None,
     shard_index: int = 0,
     shard_count: int = 1,
+    describe_functions: FunctionsPrompt | None = None,
+    answer_style: str = "tag",
+    source: Any = None,
 ) -> grain.DataLoader:
     """Prompts for RL (``split="train"``: shuffled, ``cfg.num_epochs``, full batches) or for
-    evaluation (``split="heldout"``: storage order, one pass, last batch may be short)."""
+    evaluation (``split="heldout"``: storage order, one pass, last batch may be short).
+    ``source``: records to read instead of the builder's split (an ``eval.files`` benchmark);
+    ``describe_functions`` / ``answer_style``: how function-calling items are prompted
+    (:class:`AddPrompt`)."""
     train = split == TRAIN
     if split not in (TRAIN, HELDOUT):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'heldout'")
     return make_loader(
-        TaskSource(builder, split),
+        TaskSource(builder, split) if source is None else source,
         batch_size=batch_size,
         seed=seed,
         shuffle=cfg.shuffle and train,
         num_epochs=(cfg.num_epochs or None) if train else 1,
-        operations=[AddPrompt(tools, tokenizer)],
+        operations=[AddPrompt(tools, tokenizer, describe_functions, answer_style)],
         shard_index=shard_index,
         shard_count=shard_count,
         worker_count=cfg.worker_count,

@@ -5,7 +5,8 @@ The same messages feed SFT and RL rollouts, so the model is asked in one way eve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 # How each tool is called, in the XML call syntax the rollout engine parses.
 TOOL_USAGE = {
@@ -32,3 +33,59 @@ def prompt_messages(question: str, tools: Sequence[str]) -> tuple[dict[str, str]
         {"role": "system", "content": system_prompt(tools)},
         {"role": "user", "content": question},
     )
+
+
+# ------------------------------------------------------------------------- function-calling items
+
+FunctionsPrompt = Callable[[Sequence[Mapping[str, Any]]], str]
+
+
+def function_call_instructions(answer_style: str = "tag") -> str:
+    """What to do with an item's own functions (the syntax's description says how to call)."""
+    where = r"\boxed{}" if answer_style == "boxed" else "<answer></answer>"
+    return ("Call the functions that answer the request, with every argument it needs, and "
+            f"nothing else. If none of the functions fits, make no call and reply in {where}.")
+
+
+def function_prompt_messages(record: Mapping[str, Any], *, describe: FunctionsPrompt | None,
+                             answer_style: str = "tag") -> tuple[dict[str, str], ...]:
+    """The chat of a function-calling record. ``describe`` renders the item's functions as the
+    call syntax's own instructions (the demo tokenizer); None when the chat template renders them
+    itself (``apply_chat_template(..., tools=...)``, Qwen2.5 / Llama-3.1)."""
+    meta = record.get("metadata") or {}
+    messages = [dict(m) for m in meta.get("messages") or
+                [{"role": "user", "content": record["question"]}]]
+    system = function_call_instructions(answer_style)
+    if describe is not None:
+        system = describe(meta.get("tools") or []) + "\n\n" + system
+    if messages and messages[0]["role"] == "system":
+        messages[0]["content"] = system + "\n\n" + messages[0]["content"]
+    else:
+        messages.insert(0, {"role": "system", "content": system})
+    return tuple(messages)
+
+
+def template_renders_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template reads ``tools`` (Qwen2.5, Llama-3.1, Hermes)."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return isinstance(template, str) and "tools" in template
+
+
+def template_tools(functions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Function specs as chat templates take them: ``{"type": "function", "function": spec}``;
+    BFCL's ``dict`` / ``float`` / ``tuple`` types written as JSON schema's ``object`` / ``number``
+    / ``array``."""
+    def schema(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            out = {k: schema(v) for k, v in node.items()}
+            if isinstance(out.get("type"), str):
+                out["type"] = _JSON_TYPES.get(out["type"], out["type"])
+            return out
+        if isinstance(node, list):
+            return [schema(v) for v in node]
+        return node
+
+    return [{"type": "function", "function": schema(dict(f))} for f in functions]
+
+
+_JSON_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": "string"}

@@ -89,6 +89,10 @@ def row_to_record(row: Any, default_id: str) -> dict[str, Any]:
     """A user JSONL row -> record. Keys other than the record fields go into metadata."""
     if not isinstance(row, dict):
         raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    if "tools" in row:  # a function-calling item: {id, messages|question, tools, answer}
+        from toolrl_jax.data.function_calling import row_to_fc_record
+
+        return row_to_fc_record(row, default_id)
     for key in ("question", "answer"):
         if key not in row:
             raise ValueError(f"missing required key '{key}'")

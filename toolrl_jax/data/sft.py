@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from toolrl_jax.data.modes import tag_completion
 from toolrl_jax.data.prompts import prompt_messages
 from toolrl_jax.data.trajectories import (
     Policy,
@@ -33,18 +34,24 @@ def make_sft_example(
     seed: int,
     tools: Sequence[str],
     render_result: ResultRenderer | None = None,
+    mode_tag: bool = False,
 ) -> SFTExample:
     """Labels ``record`` short or long by ``policy`` and builds its example.
 
     A record without a trajectory has no long form and is always short (its ``mode`` says so).
     ``render_result`` renders each tool result (default: the XML wrapper around the stored
     output; :func:`~toolrl_jax.data.trajectories.tool_renderer` runs the real tools).
+    ``mode_tag``: open the target with AutoTool's auto-think mode tag
+    (:func:`toolrl_jax.data.modes.tag_completion`: the empty ``<think></think>`` for short, the
+    trajectory's own leading think block for long), so the model learns to choose a mode first.
     """
     mode = choose_mode(policy, item_id=record["id"], difficulty=record["difficulty"],
                        p_long=p_long, seed=seed)
     if mode == "long" and not record["trajectory"]:
         mode = "short"
     text = record["trajectory"] if mode == "long" else short_completion(record["answer"])
+    if mode_tag:
+        text = tag_completion(text, mode)
     return SFTExample(
         id=record["id"],
         messages=prompt_messages(record["question"], tools),
@@ -53,14 +60,17 @@ def make_sft_example(
     )
 
 
-def encode_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> np.ndarray:
+def encode_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]],
+                  tools: Sequence[Mapping[str, Any]] | None = None) -> np.ndarray:
     """Prompt token ids: the chat template up to and including the assistant header.
 
     Rendered to text, then encoded without adding special tokens: a template that wants a BOS
-    writes it itself, so none is doubled.
+    writes it itself, so none is doubled. ``tools`` (chat-template function specs) go to the
+    template, which renders them (Qwen2.5 / Llama-3.1 style).
     """
+    extra = {"tools": [dict(t) for t in tools]} if tools else {}
     text = tokenizer.apply_chat_template(
-        [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+        [dict(m) for m in messages], add_generation_prompt=True, tokenize=False, **extra
     )
     return np.asarray(tokenizer.encode(text, add_special_tokens=False), np.int32)
 

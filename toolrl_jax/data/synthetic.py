@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from toolrl_jax.config.data import DataConfig
-from toolrl_jax.data import arithmetic, lookup
+from toolrl_jax.data import arithmetic, function_calling, lookup
 from toolrl_jax.data.splits import HELDOUT, TRAIN, check_split
 
 
@@ -44,6 +44,8 @@ def synthetic_split(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
             records += arithmetic.generate(split, num, tool=cfg.arithmetic_tool, **common)
         elif task == lookup.TASK:
             records += lookup.generate(world_from_config(cfg), split, num, **common)
+        elif task == function_calling.TASK:
+            records += function_calling.generate(split, num, **common)
         else:
             raise ValueError(f"unknown synthetic task {task!r}")
     return records

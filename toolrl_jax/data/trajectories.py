@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from toolrl_jax.data import modes
 from toolrl_jax.data.splits import stable_uniform
 
 RESULT_OPEN = "<result>"
@@ -42,7 +43,6 @@ Mode = Literal["short", "long"]
 Policy = Literal["always_long", "always_short", "by_difficulty", "random"]
 # (call text, e.g. "<calculator>2+2</calculator>"; stored output) -> the text appended after it.
 ResultRenderer = Callable[[str, str], str]
-_CALL_OR_THINK_RE = re.compile(r"<(python|calculator|search|think)>")
 # A complete XML call at the very end of the text (its body holds no second opening tag).
 _CALL_AT_END_RE = re.compile(r"<(python|calculator|search)>((?:(?!<\1>).)*)</\1>$", re.DOTALL)
 
@@ -153,8 +153,9 @@ def short_completion(answer: str) -> str:
 
 
 def detect_mode(completion: str) -> Mode:
-    """``long`` when the completion thinks or calls a tool, ``short`` otherwise."""
-    return "long" if _CALL_OR_THINK_RE.search(completion) else "short"
+    """Text-only :func:`toolrl_jax.data.modes.detect_mode` (the mode tag; untagged: a think
+    block or an XML call); scoring passes the syntax and the call records as well."""
+    return modes.detect_mode(completion)
 
 
 def choose_mode(

@@ -36,9 +36,21 @@ def evaluate(engine: RolloutEngine, params, batches: Iterable[list[dict]], synta
         if max_items is not None and seen >= max_items:
             break
         records = records[: (max_items - seen) if max_items is not None else None]
-        seen += len(records)
+        first, seen = seen, seen + len(records)
+        positions = {id(r): first + i for i, r in enumerate(records)}
+        # A prompt longer than rollout.max_prompt_len cannot be run: it counts as wrong (so
+        # accuracy stays over every item) and the summary says how many there were.
+        limit = engine.shapes.prefill_len
+        for r in records:
+            if len(r["prompt_ids"]) > limit:
+                rows += [_too_long_row(r) for _ in range(samples)]
+        records = [r for r in records if len(r["prompt_ids"]) <= limit]
+        if not records:
+            continue
+        # A function-calling item's call of its own functions is its answer: not executed.
         trajs = engine.generate(params, [r["prompt_ids"] for r in records], samples,
-                                prompt_ids=list(range(seen - len(records), seen)))
+                                prompt_ids=[positions[id(r)] for r in records],
+                                answer_calls=[r.get("functions", ()) for r in records])
         expanded = [r for r in records for _ in range(samples)]
         scored = score_batch(syntax, trajs, expanded, seq_len, max_calls)
         a = scored.arrays
@@ -46,6 +58,7 @@ def evaluate(engine: RolloutEngine, params, batches: Iterable[list[dict]], synta
             statuses = [c.status for c in t.calls]
             rows.append({
                 "id": r["id"], "task": r.get("task", ""), "difficulty": r.get("difficulty", ""),
+                "category": (r.get("metadata") or {}).get("category", ""),
                 "correct": float(scored.correct_B[i]), "score": float(scored.score_B[i]),
                 "calls": len(t.calls), "ok_calls": sum(s == ToolStatus.OK for s in statuses),
                 "tokens": int(a.length_B[i]), "short": float(scored.short_mode_B[i]),
@@ -56,6 +69,13 @@ def evaluate(engine: RolloutEngine, params, batches: Iterable[list[dict]], synta
     return summarize(rows, samples)
 
 
+def _too_long_row(r: dict) -> dict:
+    return {"id": r["id"], "task": r.get("task", ""), "difficulty": r.get("difficulty", ""),
+            "category": (r.get("metadata") or {}).get("category", ""), "correct": 0.0,
+            "score": 0.0, "calls": 0, "ok_calls": 0, "tokens": 0, "short": 0.0, "reducing": 0,
+            "valid_deltas": 0, "delta_sum": 0.0, "too_long": 1}
+
+
 def _summary(rows: list[dict], samples: int) -> dict:
     correct = np.array([r["correct"] for r in rows])
     calls = np.array([r["calls"] for r in rows])
@@ -64,6 +84,7 @@ def _summary(rows: list[dict], samples: int) -> dict:
     valid = sum(r["valid_deltas"] for r in rows)
     out = {
         "items": len(rows) // samples,
+        "prompts_too_long": sum(r.get("too_long", 0) for r in rows) // samples,
         "accuracy": float(correct.mean()),
         # Mean verifier score: equals accuracy for math and calls; token F1 for QA.
         "score": float(np.mean([r.get("score", r["correct"]) for r in rows])),
@@ -88,11 +109,12 @@ def _summary(rows: list[dict], samples: int) -> dict:
 
 
 def summarize(rows: list[dict], samples: int = 1) -> dict:
-    """``{"all": {...}, "easy": {...}, "hard": {...}, "<task>": {...}}``."""
+    """``{"all": {...}, "easy": {...}, "hard": {...}, "<task>": {...}, "<category>": {...}}``
+    (a category: e.g. a BFCL one, ``simple_python``, from the record's metadata)."""
     if not rows:
         raise ValueError("evaluation produced no rows (empty split or max_items=0)")
     groups = {"all": rows}
-    for key in ("difficulty", "task"):
-        for value in sorted({r[key] for r in rows if r[key]}):
+    for key in ("difficulty", "task", "category"):
+        for value in sorted({r.get(key, "") for r in rows if r.get(key)}):
             groups[value] = [r for r in rows if r[key] == value]
     return {name: _summary(g, samples) for name, g in groups.items()}

@@ -126,7 +126,11 @@ class Experiment:
         # tokenizer in the work dir for the others to fetch.
         tools_cfg, builder, tokenizer, tok_dir = lead_first(
             "experiment-setup", lambda: _prepare_files(cfg, workdir, scratch))
-        return cls(cfg, workdir, mesh, builder, tokenizer, build_syntax(tools_cfg),
+        syntax = build_syntax(tools_cfg)
+        if cfg.eval.files or "function_call" in cfg.data.tasks or cfg.data.source == "jsonl":
+            # Items may bring their own functions: their calls must parse (they are answers).
+            syntax.open_names = True
+        return cls(cfg, workdir, mesh, builder, tokenizer, syntax,
                    build_executor(tools_cfg), tuple(tools_cfg.enabled), tok_dir, scratch)
 
     def derive(self, cfg: Config, workdir: epath.Path) -> Experiment:

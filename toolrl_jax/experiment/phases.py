@@ -23,6 +23,7 @@ from etils import epath
 
 from toolrl_jax.buckets import round_up
 from toolrl_jax.config import OptimConfig
+from toolrl_jax.data.function_calling import read_eval_file
 from toolrl_jax.data.pipeline import prompt_loader, sft_loader
 from toolrl_jax.data.trajectories import template_renderer, tool_renderer
 from toolrl_jax.eval.runner import evaluate
@@ -203,21 +204,48 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
     samples = 1 if ec.greedy else ec.samples
     engine = exp.engine(policy, greedy=ec.greedy, batch=ec.prompts_per_batch * samples,
                         seed=cfg.train.seed + 1)
-    loader = prompt_loader(cfg.data, exp.builder, split=ec.split,
-                           batch_size=ec.prompts_per_batch, seed=cfg.train.seed,
-                           tools=exp.tool_names, tokenizer=exp.tokenizer)
+    prompting = dict(tools=exp.tool_names, tokenizer=exp.tokenizer,
+                     describe_functions=_describe_functions(exp.syntax),
+                     answer_style=exp.syntax.answer_style)
+
+    def run(source=None) -> dict:
+        loader = prompt_loader(cfg.data, exp.builder, split=ec.split,
+                               batch_size=ec.prompts_per_batch, seed=cfg.train.seed,
+                               source=source, **prompting)
+        return evaluate(engine, state["params"], loader, exp.syntax, samples=samples,
+                        seq_len=exp.train_seq_len, max_calls=cfg.rollout.max_tool_calls,
+                        max_items=ec.max_items or None)
+
     t0 = time.perf_counter()
     with jax.set_mesh(exp.mesh):
-        result = evaluate(engine, state["params"], loader, exp.syntax, samples=samples,
-                          seq_len=exp.train_seq_len, max_calls=cfg.rollout.max_tool_calls,
-                          max_items=ec.max_items or None)
+        result = run() if ec.eval_split_too or not ec.files else {}
+        benchmarks = {bench: run(read_eval_file(file)) for bench, file in ec.file_map().items()}
+    if benchmarks:
+        result["benchmarks"] = benchmarks
+        if "all" not in result:  # only files: "all" is the first benchmark's (reports read it)
+            result["all"] = next(iter(benchmarks.values()))["all"]
     result["_meta"] = {"policy": str(policy_dir), "seconds": time.perf_counter() - t0}
     if is_lead_process():
         wd.write_text(path, json.dumps(result, indent=2))
     print(f"eval[{name}]: accuracy={result['all']['accuracy']:.3f} "
           f"calls={result['all']['tool_calls']:.2f} tokens={result['all']['tokens']:.1f}",
           flush=True)
+    for bench, res in benchmarks.items():
+        cats = " ".join(f"{k}={v['accuracy']:.3f}" for k, v in res.items()
+                        if k not in ("all", "easy", "hard", "function_call"))
+        print(f"eval[{name}] {bench}: accuracy={res['all']['accuracy']:.3f} "
+              f"({res['all']['items']} items) {cats}", flush=True)
     return result
+
+
+def _describe_functions(syntax):
+    """The syntax's way to list an item's own functions (None if it has none: such items then
+    need a chat template that renders tools)."""
+    try:
+        syntax.describe_functions([])
+    except (NotImplementedError, AttributeError):
+        return None
+    return syntax.describe_functions
 
 
 def global_resume_step(exp: Experiment) -> int:

@@ -61,7 +61,7 @@ from toolrl_jax.sharding import (
 )
 from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import abstract_state, make_optimizer
-from toolrl_jax.train.steps import build_step, jit_step, rl_loss_fn
+from toolrl_jax.train.steps import LogitHead, build_step, jit_step, rl_loss_fn
 
 GIB = 1024 ** 3
 
@@ -146,6 +146,7 @@ class Plan:
     compute_dtype: str  # the dtype the model's hidden states actually have
     attention: str  # the attention kernel the compiled step uses
     warnings: list[str] = dataclasses.field(default_factory=list)
+    logit_head: str = ""  # the log-prob / entropy head's path and chunk in the step
 
     @property
     def extrapolated(self) -> bool:
@@ -229,7 +230,7 @@ def lower_step(cfg: Config, mesh: Mesh, model_cfg: ModelConfig | None = None):
     rows, micro, seq_len = step_shape(cfg)
     policy, state = abstract_state(model_cfg, tx, mesh, cfg.train.seed, remat=cfg.train.remat)
     batch = abstract_batch(rows, seq_len, recipe.needs_reference)
-    fn = build_step(policy, tx, rl_loss_fn(recipe, cfg.train.logit_chunk), micro_batches=micro,
+    fn = build_step(policy, tx, rl_loss_fn(recipe, LogitHead.from_config(cfg)), micro_batches=micro,
                     update_beta=recipe.update_beta, schedule=schedule)
     step = jit_step(fn, state, mesh, batch)
     return getattr(step, "jitted", step), state, batch, policy
@@ -389,7 +390,20 @@ def make_plan(cfg: Config, mesh: Mesh) -> Plan:
         num_layers=m.num_layers, rows=rows, micro_batches=micro, seq_len=seq_len,
         rollout=rollout, hbm_bytes=hbm, compile_s=seconds, rollout_compile_s=rollout_s,
         platform=platform, compute_dtype=compute,
-        attention=_attention_kernel(cfg, mesh, rows // micro, seq_len), warnings=warnings)
+        attention=_attention_kernel(cfg, mesh, rows // micro, seq_len), warnings=warnings,
+        logit_head=_logit_head(cfg, mesh, rows // micro, seq_len))
+
+
+def _logit_head(cfg: Config, mesh: Mesh, rows: int, seq_len: int) -> str:
+    """The head path the step takes (``train.logit_head``, chosen from one micro-batch's shapes
+    on one device): e.g. ``auto -> chunked, 8 positions per chunk``."""
+    head = LogitHead.from_config(cfg)
+    with jax.set_mesh(mesh):
+        full, chunk = head.resolve(rows, seq_len - 1, cfg.model.vocab_size)
+    detail = ("full (whole T, logits kept" if full else
+              f"chunked ({chunk} positions per chunk, logits recomputed in the backward pass")
+    return (f"{head.path} -> {detail}; block budget "
+            f"{head.block_bytes() // 2 ** 20} MiB)")
 
 
 def _fmt_bytes(n: float) -> str:
@@ -422,6 +436,7 @@ def format_plan(cfg: Config, plan: Plan, max_rows: int = 40) -> str:
         f"XLA compile of the real train step on {plan.platform}: {how} "
         f"({plan.compile_s:.0f} s); remat={cfg.train.remat}, scan_layers={m.scan_layers}, "
         f"attention={m.attention} -> {plan.attention}",
+        f"logprob/entropy head: train.logit_head={plan.logit_head}",
         "",
         "memory per device (train step, from compiled.memory_analysis()):",
         f"  params             {_fmt_bytes(plan.param_bytes_per_device):>12}",

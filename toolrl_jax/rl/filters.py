@@ -160,33 +160,50 @@ class RefillRule:
     """How many prompts to sample per round so that ``target_groups`` groups survive the filters.
 
     ``active`` is False when no group filter is on: then one round of exactly the target.
+    ``duplicate`` (``rl.refill='duplicate'``, TAO-RL): once any group survived, the shortfall is
+    filled by repeating survivors (:func:`refill`), so sampling stops after the first round that
+    kept a group; only a round where nothing survived asks for more (TAO-RL draws a fresh batch
+    then). ``pad``: rounds continue until the target is met or ``max_rounds`` is reached.
     """
 
     target_groups: int
     oversample_factor: float = 1.5
     max_rounds: int = 3
     active: bool = True
+    duplicate: bool = False
 
     def prompts_to_request(self, kept_groups: int, round_idx: int) -> int:
-        """Prompts to sample in round ``round_idx`` (0-based) given groups kept so far; 0 = stop."""
+        """Prompts to sample in round ``round_idx`` (0-based) given groups kept so far; 0 = stop.
+
+        The caller must draw exactly this many prompts: the factor is the oversampling
+        (``ceil(missing · factor)`` prompts for ``missing`` groups still wanted).
+        """
         missing = self.target_groups - kept_groups
         if missing <= 0 or round_idx >= (self.max_rounds if self.active else 1):
             return 0
+        if self.active and self.duplicate and kept_groups > 0:
+            return 0  # survivors exist: refill() repeats them instead of sampling again
         factor = self.oversample_factor if self.active else 1.0
         return math.ceil(missing * factor)
 
 
-def refill(group_keep_P, target_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def refill(group_keep_P, target_groups: int, *,
+           duplicate: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Picks ``target_groups`` groups from a pool (all rounds concatenated, in sampling order).
 
-    Kept groups first, in order; if fewer than the target survived, the batch is padded with
-    dropped groups at weight 0 (static shape, zero gradient). Extra kept groups are discarded.
+    Kept groups first, in order; extra kept groups are discarded. If fewer than the target
+    survived: ``duplicate=False`` pads with dropped groups at weight 0 (static shape, zero
+    gradient); ``duplicate=True`` repeats the kept groups cyclically at weight 1 (TAO-RL) — and
+    pads with dropped groups only when none survived at all.
 
     Returns ``(group_index, group_weight)``, both ``[target_groups]``.
     """
     keep = np.asarray(group_keep_P, bool)
     kept_idx = np.flatnonzero(keep)
     dropped_idx = np.flatnonzero(~keep)
+    if duplicate and kept_idx.size:
+        idx = np.resize(kept_idx, target_groups)  # cyclic repeat: each survivor ~equally often
+        return idx, np.ones(target_groups, np.float32)
     if kept_idx.size + dropped_idx.size < target_groups:
         raise ValueError(f"pool has {keep.size} groups, fewer than the target {target_groups}")
     idx = np.concatenate([kept_idx, dropped_idx])[:target_groups]

@@ -92,18 +92,42 @@ def _filter(chosen: Sequence[tuple[str, Filter]], group_size: int, r: Rewards,
     return filt_lib.run_filters(chosen, r.reward_B, x, group_size)
 
 
+def _micro_batch_groups(rows: int, micro_batch_B):
+    if micro_batch_B is None:
+        raise ValueError("rl.shaping_scope='micro_batch' needs micro_batch_B (each row's update "
+                         "micro-batch), which the trainer passes to recipe.advantages")
+    return jnp.asarray(micro_batch_B, jnp.int32)
+
+
+#: ``rl.shaping_scope`` -> ``(rows, micro_batch_B) -> stat_group_B | None``: one population (the
+#: batch), the update micro-batch each row lands in (only the trainer knows it:
+#: ``rl_loop.RLTrainer.micro_batch_ids``), or the row itself.
+STAT_GROUPS = {
+    "batch": lambda rows, micro_batch_B: None,
+    "micro_batch": _micro_batch_groups,
+    "trajectory": lambda rows, micro_batch_B: jnp.arange(rows, dtype=jnp.int32),
+}
+#: ``rl.refill`` -> whether missing groups are filled by repeating survivors.
+REFILL_DUPLICATES = {"pad": False, "duplicate": True}
+
+
 def _advantages(cfg: RLConfig, group_size: int, adv_fn: AdvantageFn, shape_fn: ShaperFn,
                 reward_B, loss_mask_BT, *, row_weight_B=None, entropy_BT=None,
                 post_tool_mask_BT=None, segment_ids_BT=None, call_reward_BK=None,
-                num_calls_B=None):
+                num_calls_B=None, micro_batch_B=None):
     """Token advantages ``[B, T]``, the final training loss mask ``[B, T]`` and advantage metrics
-    ((sum, count) pairs over the final mask); see the module docstring."""
+    ((sum, count) pairs over the final mask); see the module docstring. ``micro_batch_B``: the
+    update micro-batch of each row (int ``[B]``), needed by ``rl.shaping_scope='micro_batch'``."""
     mask = jnp.asarray(loss_mask_BT, jnp.float32)
     adv = adv_fn(cfg, reward_B, mask, group_size=group_size, call_reward_BK=call_reward_BK,
                  num_calls_B=num_calls_B, segment_ids_BT=segment_ids_BT)
     if row_weight_B is not None:  # dropped rows: zero gradient, but they shaped the baseline
         mask = mask * jnp.asarray(row_weight_B, jnp.float32)[:, None]
-    adv = shape_fn(adv, entropy_BT, post_tool_mask_BT, mask, cfg)
+    groups = STAT_GROUPS[cfg.shaping_scope](mask.shape[0], micro_batch_B)
+    # Passed only when there are groups, so a shaper written for the plain five-argument
+    # signature keeps working at the default (batch) scope.
+    extra = {} if groups is None else {"stat_group_B": groups}
+    adv = shape_fn(adv, entropy_BT, post_tool_mask_BT, mask, cfg, **extra)
     if cfg.top_entropy_ratio < 1.0:
         if entropy_BT is None:
             raise ValueError("top_entropy_ratio < 1 needs entropy_BT")
@@ -126,7 +150,7 @@ def _keep_beta(beta_long, metrics):
 
 def _refill_rule(cfg: RLConfig, active: bool, target_groups: int) -> filt_lib.RefillRule:
     return filt_lib.RefillRule(target_groups, cfg.oversample_factor, cfg.max_sample_rounds,
-                               active)
+                               active, duplicate=REFILL_DUPLICATES[cfg.refill])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +162,7 @@ class Recipe:
     filter(Rewards, RewardInputs) -> FilterResult                               host, NumPy
     refill_rule(target_groups) -> RefillRule                                     host
     advantages(reward_B, loss_mask_BT, *, row_weight_B, entropy_BT, post_tool_mask_BT,
-               segment_ids_BT, call_reward_BK, num_calls_B)
+               segment_ids_BT, call_reward_BK, num_calls_B, micro_batch_B)
         -> (advantages_BT, loss_mask_BT, metrics)                                jnp, jit-able
     loss(logp_BT, entropy_BT, old_logp_BT, advantages_BT, loss_mask_BT, *, ref_logp_BT=None,
          short_mode_B=None, beta_long=None) -> (loss_sum, denom, metrics)        inside jit

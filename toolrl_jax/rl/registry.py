@@ -23,8 +23,9 @@ tokens, the value being the token's weight):
   ``[B]`` bool, or ``[P]`` bool when ``drops_groups``; host NumPy.
 * ``ADVANTAGES`` (``rl/advantages.py``): ``(cfg, reward_B, mask_BT, *, group_size, call_reward_BK,
   num_calls_B, segment_ids_BT) -> adv_BT``, 0 off the mask; jnp, jit-able.
-* ``SHAPERS`` (``rl/shaping.py``): ``(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg) ->
-  adv_BT``; jnp, entropies stop-gradient.
+* ``SHAPERS`` (``rl/shaping.py``): ``(adv_BT, entropy_BT, post_tool_mask_BT, mask_BT, cfg,
+  stat_group_B=None) -> adv_BT``; jnp, entropies stop-gradient; ``stat_group_B`` [B] = the row
+  populations of batch statistics (``rl.shaping_scope``).
 * ``LOSS_AGGS`` (``rl/losses.py``): ``(loss_BT, mask_BT, constant) -> (sum, denominator)``.
 * ``KL_ESTIMATORS`` (``rl/losses.py``): ``d_BT -> kl_BT`` with ``d = log π_ref − log π``.
 * ``AUTOTOOL_GATES`` (``rl/losses.py``): ``(entropy_BT, h_B) -> gate entropy`` broadcastable to
@@ -60,8 +61,7 @@ RLConfigLike = Any
 RewardFn = Callable[[RLConfigLike, "RewardInputs"], "tuple[np.ndarray, np.ndarray | None]"]
 FilterFn = Callable[[np.ndarray, "RewardInputs", int], np.ndarray]
 AdvantageFn = Callable[..., "jax.Array"]
-ShaperFn = Callable[["jax.Array", "jax.Array | None", "jax.Array | None", "jax.Array",
-                     RLConfigLike], "jax.Array"]
+ShaperFn = Callable[..., "jax.Array"]  # (adv, entropy, post_tool, mask, cfg, stat_group_B=None)
 AggFn = Callable[["jax.Array", "jax.Array", float], "tuple[jax.Array, jax.Array]"]
 KLFn = Callable[["jax.Array"], "jax.Array"]
 GateFn = Callable[["jax.Array", "jax.Array"], "jax.Array"]

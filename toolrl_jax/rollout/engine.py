@@ -19,7 +19,10 @@ of the queue with its whole context prefilled in one call (a prefill of a few hu
 costs far less than a slot idling through a tool's latency).
 Shapes never change (no recompiles after :meth:`RolloutEngine.warmup`), and
 a row's randomness depends on (seed, prompt id, sample id, position) only, so the same seed
-gives the same trajectory in whichever slot, in whatever order, the row runs.
+gives the same trajectory in whichever slot, in whatever order, the row runs — up to fp32
+rounding: a row that gave up its slot returns through a prefill of its context, which rounds
+differently (~1e-6) from step-by-step decoding, so with tool latencies that change which rows
+give their slot up, a token drawn on a probability boundary can flip.
 
 **Many hosts.** Slots are split over the mesh (:mod:`toolrl_jax.rollout.layout`); each process
 owns the slots on its devices and the rows of its share of the prompts: it parses them, runs
@@ -154,11 +157,15 @@ class RolloutEngine:
 
     def __init__(self, compiled: CompiledRollout, tokenizer, syntax, execute: Executor,
                  limits: EngineLimits, seed: int = 0, tool_workers: int = 64,
-                 compute_dtype=None, compact_drain: bool = True):
+                 compute_dtype=None, queued: bool = True, compact_drain: bool = True):
         """``execute`` runs a list of calls (the engine hands it one at a time, from
         ``tool_workers`` threads, so calls overlap decoding and each other). ``compute_dtype``:
         the params are cast to it for decoding (fp32 master weights → bf16 decode).
-        ``compact_drain=False`` keeps the full slot batch to the end (a lockstep baseline)."""
+        ``queued``: rows may wait for a slot (more rows than slots): warm-up then also compiles
+        what only a queue uses — small refill batches, evicted rows' whole-context prefills and
+        the drain's quarter-size cache. With one slot per row those would be compiled for
+        nothing. ``compact_drain=False`` keeps the full slot batch to the end (a lockstep
+        baseline)."""
         self.compiled = compiled
         self.shapes: RolloutShapes = compiled.shapes
         self.layout = compiled.layout
@@ -174,13 +181,15 @@ class RolloutEngine:
         b, shards = self.shapes.batch, self.layout.row_shards
         # Compiled append batch sizes: a quarter of the slots (refills and results arrive a few
         # at a time) and all of them (the first fill); multiples of the row shards.
-        self.append_batches = tuple(sorted({min(b, round_up(max(1, b // 4), shards)), b}))
+        self.queued = queued
+        self.append_batches = (tuple(sorted({min(b, round_up(max(1, b // 4), shards)), b}))
+                               if queued else (b,))
         # A segment with rows waiting for a slot ends once this many of its rows stopped.
         self.refill_quantum = max(1, b // 8)
         # Once no row waits and the running (and parked) rows fit a quarter of the slots, they
         # move to a cache that small: the last rows' drain then costs a quarter of the slots.
         small = b // 4
-        self.drain_batch = (small if compact_drain and b % 4 == 0 and small
+        self.drain_batch = (small if queued and compact_drain and b % 4 == 0 and small
                             and small % shards == 0 else 0)
 
     # ------------------------------------------------------------------ helpers
@@ -216,7 +225,8 @@ class RolloutEngine:
         combos |= {(r, w, kv) for r in self.append_batches for w in s.extend_widths
                    for kv in s.kv_windows}
         # Evicted rows come back with their whole context, a window wide, a few at a time.
-        combos |= {(self.append_batches[0], w, w) for w in s.kv_windows}
+        if self.queued:
+            combos |= {(self.append_batches[0], w, w) for w in s.kv_windows}
         return sorted(combos)
 
     # ------------------------------------------------------------------ compilation

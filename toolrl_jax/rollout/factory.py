@@ -48,7 +48,8 @@ def build_engine(model_fn: Callable, rc: RolloutConfig, tokenizer, syntax, execu
     argument, so e.g. every recipe of a comparison reuses one compilation.
     """
     layout = RolloutLayout(mesh)
-    shapes = RolloutShapes.from_config(rc, batch=slot_count(rc, rows, layout.row_shards))
+    slots = slot_count(rc, rows, layout.row_shards)
+    shapes = RolloutShapes.from_config(rc, batch=slots)
     key = (greedy, shapes, mesh)
     compiled = compiled_cache.get(key) if compiled_cache is not None else None
     if compiled is None:
@@ -66,4 +67,4 @@ def build_engine(model_fn: Callable, rc: RolloutConfig, tokenizer, syntax, execu
     limits = EngineLimits(rc.max_new_tokens, rc.max_tool_calls, rc.max_result_tokens)
     return RolloutEngine(compiled, tokenizer, syntax, execute, limits, seed=seed,
                          tool_workers=rc.tool_workers, compute_dtype=compute_dtype,
-                         compact_drain=compact_drain)
+                         queued=slots < rows, compact_drain=compact_drain)

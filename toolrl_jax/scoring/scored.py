@@ -13,12 +13,12 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from toolrl_jax.data.trajectories import detect_mode
+from toolrl_jax.data.modes import Mode, detect_mode
 from toolrl_jax.rl.filters import void_turns
 from toolrl_jax.rl.tool_entropy import call_entropy_deltas, call_mask_from_spans, tool_entropy_diagnostics
 from toolrl_jax.scoring.arrays import TrajectoryArrays, concat_rows, take_rows, trajectory_arrays
 from toolrl_jax.types import ToolStatus, Trajectory
-from toolrl_jax.verifiers import extract_answer, verify
+from toolrl_jax.verifiers import answer_of, answered, verify
 
 
 def _objects(items: Sequence) -> np.ndarray:
@@ -47,7 +47,7 @@ class Scored:
     score_B: np.ndarray  # float32
     correct_B: np.ndarray  # float32 0/1
     has_answer_B: np.ndarray  # bool
-    short_mode_B: np.ndarray  # float32; 1 = short (no tool call, no thinking)
+    short_mode_B: np.ndarray  # float32; 1 = short = no_think (data/modes.py:detect_mode)
     delta_entropy_BK: np.ndarray  # float32; ΔH_k (rl.tool_entropy.call_entropy_deltas)
     delta_valid_BK: np.ndarray  # bool; ΔH_k defined
     reduces_BK: np.ndarray  # bool; valid and ΔH_k < 0
@@ -81,19 +81,27 @@ def _diagnostics(entropy_BT, segment_ids_BT, post_tool_mask_BT, num_calls_B, cal
 
 
 def score_batch(syntax, trajectories: Sequence[Trajectory], records: Sequence[dict],
-                seq_len: int, max_calls: int) -> Scored:
-    """Grades each completion (``syntax.answer_style`` says where its answer is) and computes the
-    per-call entropy deltas (one jitted call) for the whole batch."""
+                seq_len: int, max_calls: int, forced_mode: Mode | None = None) -> Scored:
+    """Grades each completion (``syntax.answer_style`` says where its answer is), detects its
+    AutoTool mode (the mode tag; untagged: a think block or an executed call, for any syntax) and
+    computes the per-call entropy deltas (one jitted call) for the whole batch. ``forced_mode``:
+    the mode every row was forced into by a prompt prefix (``data/modes.py:forced_prefix``),
+    which the completion text then lacks."""
     if len(trajectories) != len(records):
         raise ValueError(f"{len(trajectories)} trajectories but {len(records)} records")
     arrays = trajectory_arrays(trajectories, seq_len, max_calls)
-    # grade() = extract_answer + verify, unrolled so each answer is extracted once.
-    answers = [extract_answer(t.text, syntax.answer_style) for t in trajectories]
+    # grade() = answer_of + verify, unrolled so each answer is read once.
+    # Function-calling items: the calls of the final turn, read by the syntax's own parser.
+    parse_calls = getattr(syntax, "answer_calls", None)
+    answers = [answer_of(t.text, r, syntax.answer_style, parse_calls)
+               for t, r in zip(trajectories, records)]
     verdicts = [verify(a, r) for a, r in zip(answers, records)]
-    has = np.array([a is not None for a in answers], bool)
+    has = np.array([answered(a, t.text, syntax.answer_style)
+                    for a, t in zip(answers, trajectories)], bool)
     delta, valid, reduces = jax.device_get(_deltas(arrays.entropy_BT, arrays.segment_ids_BT,
                                                    arrays.num_calls_B, arrays.call_spans_BK2))
-    short = np.array([detect_mode(t.text) == "short" for t in trajectories], np.float32)
+    modes = [forced_mode or detect_mode(t.text, syntax, t.calls) for t in trajectories]
+    short = np.array([m == "short" for m in modes], np.float32)
     void = void_turns([t.stop_reason for t in trajectories], has, arrays.call_status_BK,
                       arrays.num_calls_B)
     return Scored(
@@ -123,6 +131,7 @@ def rollout_metrics(s: Scored, prefix: str = "rollout/") -> dict[str, float]:
         "answered": float(s.has_answer_B.mean()),
         "tool_calls": float(n_calls.mean()),
         "short_mode_frac": float(s.short_mode_B.mean()),
+        "think_rate": float(1.0 - s.short_mode_B.mean()),
         "response_len": float(a.length_B.mean()),
     }
     for st in ToolStatus:
@@ -138,4 +147,5 @@ def rollout_metrics(s: Scored, prefix: str = "rollout/") -> dict[str, float]:
         if sel.any():
             out[f"accuracy_{name}"] = float(s.correct_B[sel].mean())
             out[f"tool_calls_{name}"] = float(n_calls[sel].mean())
+            out[f"think_rate_{name}"] = float(1.0 - s.short_mode_B[sel].mean())
     return {prefix + k: v for k, v in out.items()}

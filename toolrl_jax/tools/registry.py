@@ -12,7 +12,13 @@ from toolrl_jax.tools.calculator import CalculatorTool
 from toolrl_jax.tools.executor import ToolExecutor
 from toolrl_jax.tools.python_tool import PythonTool
 from toolrl_jax.tools.search import SearchTool
-from toolrl_jax.tools.syntax import CallSyntax, HermesSyntax, MarkdownSyntax, XmlSyntax
+from toolrl_jax.tools.syntax import (
+    CallSyntax,
+    HermesSyntax,
+    MarkdownSyntax,
+    SimpleTirSyntax,
+    XmlSyntax,
+)
 
 
 def build_tool(name: str, cfg: ToolsConfig) -> Tool:
@@ -42,6 +48,8 @@ def build_syntax(cfg: ToolsConfig) -> CallSyntax:
         return MarkdownSyntax(cfg.enabled, result_marker=cfg.markdown_result_marker, **common)
     if cfg.syntax == "hermes":
         return HermesSyntax(cfg.enabled, **common)
+    if cfg.syntax == "simpletir":
+        return SimpleTirSyntax(cfg.enabled, **common)
     raise ValueError(f"unknown tool call syntax {cfg.syntax!r}; choose xml, markdown or hermes")
 
 

@@ -28,7 +28,7 @@ from toolrl_jax.scoring.arrays import bucketed_length, take_rows
 from toolrl_jax.scoring.scored import Scored, concat_scored, rollout_metrics, score_batch
 from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import Policy
-from toolrl_jax.train.steps import build_step, jit_step, rl_loss_fn, sequence_logp
+from toolrl_jax.train.steps import LogitHead, build_step, jit_step, rl_loss_fn, sequence_logp
 
 
 def prompt_uid(record: dict) -> int:
@@ -44,6 +44,17 @@ def reward_inputs(s: Scored) -> RewardInputs:
         length_B=a.length_B, short_mode_B=s.short_mode_B, num_calls_B=a.num_calls_B,
         delta_entropy_BK=s.delta_entropy_BK, delta_valid_BK=s.delta_valid_BK,
         call_status_BK=a.call_status_BK, void_turn_B=s.void_turn_B)
+
+
+def draw_prompts(data_iter, n: int, pending: list) -> tuple[list, list]:
+    """Exactly ``n`` records: ``pending`` (left over from this step's earlier rounds) first, then
+    whole batches from ``data_iter`` (which yields lists of records). Returns ``(records,
+    still_pending)``. Leftovers are dropped at the end of a step, so every step consumes whole
+    loader batches and a resumed run sees the same data (the loader's state is checkpointed)."""
+    pending = list(pending)
+    while len(pending) < n:
+        pending.extend(next(data_iter))
+    return pending[:n], pending[n:]
 
 
 @dataclasses.dataclass
@@ -96,11 +107,12 @@ class RLTrainer:
         rule = self.recipe.refill_rule(p)
         self.engine.base_key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
         parts, keeps, counts = [], [], {}
-        kept, rounds = 0, 0
-        while rule.prompts_to_request(kept, rounds) > 0:
-            records = next(data_iter)
+        kept, rounds, pending = 0, 0, []
+        while (want := rule.prompts_to_request(kept, rounds)) > 0:
+            records, pending = draw_prompts(data_iter, want, pending)
             trajs = self.engine.generate(params, [r["prompt_ids"] for r in records], g,
-                                         prompt_ids=[prompt_uid(r) for r in records])
+                                         prompt_ids=[prompt_uid(r) for r in records],
+                                         answer_calls=[r.get("functions", ()) for r in records])
             rows = [r for r in records for _ in range(g)]
             scored = score_batch(self.syntax, trajs, rows, self.seq_len,
                                  cfg.rollout.max_tool_calls)
@@ -112,14 +124,14 @@ class RLTrainer:
             keeps.append(filt.group_keep_P)
             kept += int(filt.group_keep_P.sum())
             rounds += 1
-        if len(parts) == 1:
+        if len(parts) == 1 and len(parts[0].records_B) == p * g:
             return parts[0], np.ones(p, np.float32), counts, rounds
-        idx, group_weight = refill(np.concatenate(keeps), p)
+        idx, group_weight = refill(np.concatenate(keeps), p, duplicate=rule.duplicate)
         return concat_scored(parts).take(group_rows(idx, g)), group_weight, counts, rounds
 
     # ------------------------------------------------------------------ prepare (one jit)
     def _prepare_fn(self, params, ref_params, scored: Scored, reward_B, call_reward_BK,
-                    row_weight_B):
+                    row_weight_B, micro_batch_B=None):
         """Advantages, the final loss mask, the reference log-probs (KL on) and the recomputed
         old log-probs (``rl.recompute_old_logp``): one device program. The two forward passes
         run in the train step's micro-batch groups, so they never need more activation memory
@@ -129,9 +141,8 @@ class RLTrainer:
             reward_B, a.loss_mask_BT, row_weight_B=row_weight_B,
             entropy_BT=a.entropy_BT, post_tool_mask_BT=a.post_tool_mask_BT,
             segment_ids_BT=a.segment_ids_BT, call_reward_BK=call_reward_BK,
-            num_calls_B=a.num_calls_B)
-        passes = dict(micro_batches=self.logp_passes, chunk=self.cfg.train.logit_chunk,
-                      vocab_chunk=self.recipe.config.vocab_chunk)
+            num_calls_B=a.num_calls_B, micro_batch_B=micro_batch_B)
+        passes = dict(micro_batches=self.logp_passes, chunk=LogitHead.from_config(self.cfg))
         ref = None
         if self.recipe.needs_reference:
             ref = sequence_logp(self.policy.model(ref_params), a, **passes)
@@ -148,13 +159,14 @@ class RLTrainer:
         return batch, adv_metrics
 
     def prepare(self, params, scored: Scored, rewards: Rewards,
-                row_weight_B) -> tuple[TrainBatch, dict]:
+                row_weight_B, micro_batch_B=None) -> tuple[TrainBatch, dict]:
         """The :class:`TrainBatch` (NumPy, ready to split into mini-batches) and the advantage
         metrics as (sum, count) pairs."""
         # Host objects (trajectories, records) stay on the host: the program sees arrays only.
         arrays_only = dataclasses.replace(scored, trajectories_B=None, records_B=None)
         out = self._prepare(params, self.ref_params, arrays_only, rewards.reward_B,
-                            rewards.call_reward_BK, np.asarray(row_weight_B, np.float32))
+                            rewards.call_reward_BK, np.asarray(row_weight_B, np.float32),
+                            micro_batch_B)
         return jax.device_get(out)
 
     # ------------------------------------------------------------------ one RL iteration
@@ -177,7 +189,8 @@ class RLTrainer:
             t.reward = float(reward)  # what rollouts/*.jsonl readers want to see next to the text
             t.metadata.update(id=str(rec["id"]), difficulty=rec.get("difficulty", ""),
                               gold=str(rec["answer"]), score=float(score), trained=bool(w > 0))
-        batch, adv_metrics = self.prepare(state["params"], scored, rewards, row_weight)
+        batch, adv_metrics = self.prepare(state["params"], scored, rewards, row_weight,
+                                          self.micro_batch_ids(step))
         t1 = time.perf_counter()
         state, train_metrics = self._train(state, batch, step)
         t_train = time.perf_counter() - t1
@@ -200,20 +213,37 @@ class RLTrainer:
         })
         return state, metrics, scored
 
+    def row_orders(self, step: int) -> list[np.ndarray]:
+        """The row permutation of each PPO epoch of ``step`` (mini-batch m = its m-th slice)."""
+        rng = np.random.default_rng([self.cfg.train.seed, step])
+        return [rng.permutation(self.batch_rows) for _ in range(self.cfg.train.ppo_epochs)]
+
+    def micro_batch_ids(self, step: int) -> np.ndarray:
+        """int32 ``[B]``: the update micro-batch each row lands in during the first epoch of
+        ``step`` (mini-batch m, then ``train/steps.py:_split_micro``'s strided cut: position j of
+        the mini-batch goes to micro-batch j mod n) — the population of TAO-RL's per-micro-batch
+        shaping statistics (``rl.shaping_scope='micro_batch'``; later epochs reshuffle, and the
+        advantages are computed once, as with ppo_epochs = 1 in TAO-RL's config)."""
+        order = self.row_orders(step)[0]
+        pos = np.arange(self.batch_rows)
+        ids = np.empty(self.batch_rows, np.int32)
+        ids[order] = (pos // self.mini_rows) * self.micro_batches + (pos % self.mini_rows
+                                                                     ) % self.micro_batches
+        return ids
+
     def _train(self, state, batch: TrainBatch, step: int):
         cfg = self.cfg
         length = batch.tokens_BT.shape[1]
         if length not in self._steps:
             example = take_rows(batch, np.arange(self.mini_rows))
-            fn = build_step(self.policy, self.tx, rl_loss_fn(self.recipe, cfg.train.logit_chunk),
+            loss = rl_loss_fn(self.recipe, LogitHead.from_config(cfg))
+            fn = build_step(self.policy, self.tx, loss,
                             micro_batches=self.micro_batches, update_beta=self.recipe.update_beta,
                             schedule=self.schedule)
             self._steps[length] = jit_step(fn, state, self.mesh, example)
         step_fn = self._steps[length]
-        rng = np.random.default_rng([cfg.train.seed, step])
         outs = []  # device arrays: every mini-step is dispatched before any metric is read
-        for _ in range(cfg.train.ppo_epochs):
-            order = rng.permutation(self.batch_rows)
+        for order in self.row_orders(step):
             for m in range(cfg.train.mini_batches):
                 rows = order[m * self.mini_rows:(m + 1) * self.mini_rows]
                 state, out = step_fn(state, take_rows(batch, rows))

@@ -14,6 +14,7 @@ score token t.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from toolrl_jax.rl.entropy import hidden_to_logp_entropy
+from toolrl_jax.rl.entropy import choose_head, hidden_to_logp, hidden_to_logp_entropy
 from toolrl_jax.sharding import batch_sharding, batch_spec
 from toolrl_jax.train.state import Policy, TrainState, state_sharding_tree
 
@@ -31,13 +32,72 @@ Pair = tuple[jax.Array, jax.Array]
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array, dict[str, Pair]]]
 
 
-def token_logp_entropy(model, batch, chunk: int,
+# Default fp32 logits block per device (train.logit_block_mib = 0). On XLA:CPU blocks that stay
+# in cache won: at 64 rows × 95 positions × vocab 4096 the head's forward + backward took 0.43 s
+# in 8-position chunks (8 MiB blocks), 0.75 s with the whole 100 MiB block kept (measured with
+# benchmarks/grpo_step.py's shapes). Accelerators stream HBM fast enough that the full block's
+# saved recomputation wins whenever it fits.
+_CPU_BLOCK_MIB, _ACCEL_BLOCK_MIB = 8, 1024
+_FORCE = {"auto": None, "full": True, "chunked": False}  # train.logit_head -> choose_head
+
+
+@dataclasses.dataclass(frozen=True)
+class LogitHead:
+    """How the log-prob / entropy head runs (``train.logit_*``, ``rl.vocab_chunk``).
+
+    ``chunk``: most positions per T-chunk; ``path``: ``auto`` / ``full`` / ``chunked``
+    (:func:`toolrl_jax.rl.entropy.choose_head`); ``block_mib``: fp32 logits per block and
+    device, 0 = by backend.
+    """
+
+    chunk: int = 256
+    vocab_chunk: int = 0
+    path: str = "auto"
+    block_mib: int = 0
+
+    @classmethod
+    def from_config(cls, cfg) -> LogitHead:
+        return cls(chunk=cfg.train.logit_chunk, vocab_chunk=cfg.rl.vocab_chunk,
+                   path=cfg.train.logit_head, block_mib=cfg.train.logit_block_mib)
+
+    def block_bytes(self) -> int:
+        mib = self.block_mib or (_CPU_BLOCK_MIB if jax.default_backend() == "cpu"
+                                 else _ACCEL_BLOCK_MIB)
+        return mib * 2 ** 20
+
+    def resolve(self, rows: int, positions: int, vocab: int) -> tuple[bool, int]:
+        """``(full, chunk)`` for ``rows`` global rows (divided over the mesh's row shards)."""
+        if self.path not in _FORCE:
+            raise ValueError(f"logit head path {self.path!r} is not one of {list(_FORCE)}")
+        return choose_head(_rows_per_device(rows), positions, vocab, self.block_bytes(),
+                           self.chunk, _FORCE[self.path])
+
+
+def _as_head(head: int | LogitHead, vocab_chunk: int = 0) -> LogitHead:
+    return head if isinstance(head, LogitHead) else LogitHead(chunk=head, vocab_chunk=vocab_chunk)
+
+
+def _rows_per_device(rows: int) -> int:
+    """Rows one device holds when ``rows`` are split over the context mesh's (data, fsdp)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return rows
+    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    shards = sizes.get("data", 1) * sizes.get("fsdp", 1)
+    return -(-rows // shards)
+
+
+def token_logp_entropy(model, batch, chunk: int | LogitHead,
                        vocab_chunk: int = 0) -> tuple[jax.Array, jax.Array]:
-    """Current-policy ``(logp, entropy)`` for tokens 1..T−1, ``[B, T−1]``; chunked over T (and V
-    when ``vocab_chunk`` > 0), so ``[B, T, V]`` fp32 logits never exist."""
+    """Current-policy ``(logp, entropy)`` for tokens 1..T−1, ``[B, T−1]``, on the head path
+    :meth:`LogitHead.resolve` picks from the shapes (an int ``chunk`` is the most positions per
+    T-chunk, with ``vocab_chunk``)."""
+    head = _as_head(chunk, vocab_chunk)
     hidden = model.hidden(batch.tokens_BT, batch.attn_mask_BT)
-    return hidden_to_logp_entropy(hidden[:, :-1], model.lm_head_weight(), batch.tokens_BT[:, 1:],
-                                  chunk=chunk, vocab_chunk=vocab_chunk)
+    w = model.lm_head_weight()
+    full, chunk = head.resolve(hidden.shape[0], hidden.shape[1] - 1, w.shape[1])
+    return hidden_to_logp_entropy(hidden[:, :-1], w, batch.tokens_BT[:, 1:], chunk=chunk,
+                                  vocab_chunk=head.vocab_chunk, full=full)
 
 
 def _merge_micro(x_nR, n: int):
@@ -45,22 +105,26 @@ def _merge_micro(x_nR, n: int):
     return x_nR.swapaxes(0, 1).reshape(x_nR.shape[0] * x_nR.shape[1], *x_nR.shape[2:])
 
 
-def sequence_logp(model, batch, *, micro_batches: int, chunk: int, vocab_chunk: int = 0):
+def sequence_logp(model, batch, *, micro_batches: int, chunk: int | LogitHead,
+                  vocab_chunk: int = 0):
     """Log-probs of ``batch.tokens_BT`` under ``model``, aligned to tokens (``[B, T]``, position 0
     is 0), computed ``micro_batches`` row groups at a time (``lax.map``: one group's activations
-    live at once, exactly like the train step's micro-batches) and chunked over T and V.
+    live at once, exactly like the train step's micro-batches), on the head path the shapes pick.
 
     For the frozen reference policy (KL) and for recomputing the PPO "old" log-probs with the
-    trainer's own forward (``rl.recompute_old_logp``). Only the two row arrays it reads are split.
+    trainer's own forward (``rl.recompute_old_logp``): log-probs only (no entropy, no gradient).
+    Only the two row arrays it reads are split.
     """
+    head = _as_head(chunk, vocab_chunk)
     rows = (batch.tokens_BT, batch.attn_mask_BT)
 
     def one(mb):
         tokens, attn = mb
         hidden = model.hidden(tokens, attn)
-        logp, _ = hidden_to_logp_entropy(hidden[:, :-1], model.lm_head_weight(), tokens[:, 1:],
-                                         chunk=chunk, vocab_chunk=vocab_chunk)
-        return logp
+        w = model.lm_head_weight()
+        full, c = head.resolve(hidden.shape[0], hidden.shape[1] - 1, w.shape[1])
+        return hidden_to_logp(hidden[:, :-1], w, tokens[:, 1:], chunk=c,
+                              vocab_chunk=head.vocab_chunk, full=full)
 
     if micro_batches == 1:
         logp = one(rows)
@@ -89,11 +153,13 @@ def sft_loss_fn(chunk: int) -> LossFn:
     return loss
 
 
-def rl_loss_fn(recipe, chunk: int) -> LossFn:
-    """The recipe's policy loss on the current policy's logprobs and entropies."""
+def rl_loss_fn(recipe, chunk: int | LogitHead) -> LossFn:
+    """The recipe's policy loss on the current policy's logprobs and entropies (``chunk``: a
+    :class:`LogitHead`, or just the T-chunk with the recipe's ``vocab_chunk``)."""
+    head = _as_head(chunk, recipe.config.vocab_chunk)
 
     def loss(model, batch, beta_long):
-        logp, ent = token_logp_entropy(model, batch, chunk, recipe.config.vocab_chunk)
+        logp, ent = token_logp_entropy(model, batch, head)
         ref = batch.ref_logp_BT
         loss_sum, denom, metrics = recipe.loss(
             logp, ent, batch.old_logp_BT[:, 1:], batch.advantages_BT[:, 1:],

@@ -50,8 +50,13 @@ class CallSyntax(abc.ABC):
         *,
         result_template: str = "",
         answer_style: AnswerStyle = "tag",
+        open_names: bool = False,
     ):
         self.tool_names = tuple(tool_names)
+        # True: a well-formed call of any name parses (function-calling items bring their own
+        # functions; the engine ends the row at a call of one of them, the executor refuses any
+        # other unknown name with the same "unknown tool" message).
+        self.open_names = open_names
         self.result_template = result_template or self.default_result_template
         if "{result}" not in self.result_template:
             raise ValueError(f"result_template must contain '{{result}}': {self.result_template!r}")
@@ -87,6 +92,35 @@ class CallSyntax(abc.ABC):
             if call is not None and call.end == end:
                 return end
         return None
+
+    def final_turn_calls(self, text: str) -> list[ParsedCall | InvalidCall]:
+        """Every call of the last turn of ``text`` (after the last tool result), in order: a turn
+        may hold several (parallel) calls. Used to grade function-calling answers."""
+        marker = self.result_template.split("{result}")[-1].strip()
+        start = text.rfind(marker) + len(marker) if marker and marker in text else 0
+        calls: list[ParsedCall | InvalidCall] = []
+        pos, search = start, start
+        while (end := self.find_call_end(text, search)) is not None:
+            call = self.parse_last_call(text[:end])
+            if call is not None:
+                calls.append(call)
+            pos, search = end, end + 1
+        tail = self.parse_last_call(text)
+        if isinstance(tail, InvalidCall) and tail.start >= pos:  # left open at the budget
+            calls.append(tail)
+        return calls
+
+    def answer_calls(self, text: str) -> list:
+        """The final turn's calls as the verifier reads them (``{name: arguments}``; None for a
+        call that does not decode): ``verifiers.grade(..., parse_calls=syntax.answer_calls)``."""
+        return [{c.name: dict(c.arguments)} if isinstance(c, ParsedCall) else None
+                for c in self.final_turn_calls(text)]
+
+    def describe_functions(self, specs: Sequence[Mapping]) -> str:
+        """Instructions for calling an item's own functions (JSON-schema specs)."""
+        raise NotImplementedError(
+            f"the {self.name!r} call syntax cannot call an item's own functions; use "
+            "tools.syntax='hermes' for function-calling data")
 
     def format_result(self, result: ToolResult) -> str:
         """Text appended to the context after a call (the syntax's result wrapper)."""

@@ -56,13 +56,15 @@ class HermesSyntax(CallSyntax):
             obj: Any = json.loads(body, strict=False)
         except json.JSONDecodeError as e:
             return invalid(f"invalid JSON in {OPEN}: {e.msg} at line {e.lineno} column {e.colno}")
+        if self.open_names and isinstance(obj, list) and obj and isinstance(obj[0], dict):
+            obj = obj[0]  # parallel calls in one block: the first names the call (all are graded)
         if not isinstance(obj, dict):
             return invalid(f'{OPEN} must hold a JSON object {{"name": ..., "arguments": {{...}}}}, '
                            f"got {type(obj).__name__}")
         name = obj.get("name")
         if not isinstance(name, str) or not name:
             return invalid(f'{OPEN} object needs a string "name" (the tool to call)')
-        if name not in self.tool_names:
+        if name not in self.tool_names and not self.open_names:
             return self._unknown_tool(name, raw, start, end)
         # Llama-3.1 style models write "parameters"; a JSON string of arguments is also common.
         args = obj.get("arguments", obj.get("parameters", {}))
@@ -74,6 +76,24 @@ class HermesSyntax(CallSyntax):
         if not isinstance(args, dict):
             return invalid(f'"arguments" must be a JSON object, got {type(args).__name__}', name)
         return ParsedCall(name, args, raw, start, end)
+
+    def final_turn_calls(self, text: str) -> list[ParsedCall | InvalidCall]:
+        """As the base class, but a block holding a JSON list is that many (parallel) calls."""
+        out: list[ParsedCall | InvalidCall] = []
+        for call in super().final_turn_calls(text):
+            body = call.raw[len(OPEN):-len(CLOSE)].strip() if call.raw.endswith(CLOSE) else ""
+            if isinstance(call, ParsedCall) and body.startswith("["):
+                items = json.loads(body, strict=False)
+                out.extend(self._parse_body(json.dumps(o), call.raw, call.start, call.end)
+                           if isinstance(o, dict) else InvalidCall("not a call object", call.raw,
+                                                                   call.start, call.end)
+                           for o in items)
+            else:
+                out.append(call)
+        return out
+
+    def describe_functions(self, specs: Sequence[Mapping[str, Any]]) -> str:
+        return self.describe({}, specs)
 
     def describe(self, tools: Mapping[str, str], specs: Sequence[Mapping[str, Any]] = ()) -> str:
         """Qwen2.5's tool system text; ``specs`` are function specs (``base.function_spec``)."""
