@@ -247,8 +247,9 @@ def long_tail_scenario(graphdef, params, args, mesh):
     budgets = long_tailed_budgets(rows, cap)
     rng = np.random.default_rng(1)
     prompts = rng.integers(5, DEMO_MODEL.vocab_size, size=(rows, PROMPT_LEN)).tolist()
-    cont = make_engine(graphdef, slots, cap, args.segment_len, NoCalls(), 0, args.cache_windows,
-                       mesh=mesh)
+    cont = make_engine(graphdef, rows, cap, args.segment_len, NoCalls(), 0, args.cache_windows,
+                       mesh=mesh, slots=slots)
+    assert cont.shapes.batch == slots and cont.queued and cont.drain_batch
     cont.warmup(params)
     # Lockstep: the full slot batch from a wave's first token to its longest row's last.
     lock = make_engine(graphdef, slots, cap, args.segment_len, NoCalls(), 0, args.cache_windows,
@@ -306,8 +307,8 @@ def async_tool_scenario(graphdef, params, args, mesh):
     prompts = rng.integers(5, DEMO_MODEL.vocab_size - 16, size=(rows, PROMPT_LEN)).tolist()
     engines = {}
     for name, latency in (("instant", 0.0), ("1s", args.tool_latency)):
-        engines[name] = make_engine(graphdef, slots, n, args.segment_len, syntax, 2,
-                                    args.cache_windows, mesh=mesh,
+        engines[name] = make_engine(graphdef, rows, n, args.segment_len, syntax, 2,
+                                    args.cache_windows, mesh=mesh, slots=slots,
                                     execute=sleeping_tool(latency), stop_sequences=stops)
         engines[name].warmup(params)
 
