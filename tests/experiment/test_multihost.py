@@ -2,56 +2,26 @@
 run SFT, RL with a preemption and a resume from checkpoint, and the HF export
 (``toolrl_jax/testing/multihost.py``); the result equals one process with 8 devices."""
 
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 
 from toolrl_jax.experiment.metrics import read_metrics
 from toolrl_jax.models.safetensors_io import open_tensors
+from toolrl_jax.testing.pod import free_port, spawn, wait
 
 TIMEOUT_S = 600
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(workdir, log, **kw):
-    args = [sys.executable, "-m", "toolrl_jax.testing.multihost", "--workdir", str(workdir)]
-    for k, v in kw.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def _wait(procs, logs):
-    for p in procs:
-        try:
-            p.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, log in zip(procs, logs):
-        if p.returncode:
-            log.seek(0)
-            pytest.fail(f"process exited {p.returncode}:\n{log.read().decode()[-4000:]}")
+SCENARIO = "toolrl_jax.testing.multihost"
 
 
 def test_two_processes_match_one_process(tmp_path):
     one, pod = tmp_path / "one", tmp_path / "pod"
     logs = [open(tmp_path / f"log{i}.txt", "w+b") for i in range(3)]
-    port = _free_port()
-    procs = [_spawn(pod, logs[i], num_processes=2, process_id=i, port=port, devices=4)
-             for i in range(2)]
-    procs.append(_spawn(one, logs[2], num_processes=1, devices=8))
-    _wait(procs, logs)
+    port = free_port()
+    procs = [spawn(SCENARIO, pod, logs[i], num_processes=2, process_id=i, port=port,
+                   devices=4) for i in range(2)]
+    procs.append(spawn(SCENARIO, one, logs[2], num_processes=1, devices=8))
+    wait(procs, logs, TIMEOUT_S)
 
     # One metrics line per step (2 SFT + 2 RL), written by process 0 alone.
     steps = [r["step"] for r in read_metrics(str(pod / "metrics.jsonl"))]

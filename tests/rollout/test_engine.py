@@ -68,25 +68,8 @@ def test_multi_turn_logprobs_match_full_forward(setup, tokenizer):
     assert sum(calls) >= 3 and max(calls) >= 2, calls  # multi-turn rollouts happened
     result_lens = {c.result_span[1] - c.result_span[0] for t in trajs for c in t.calls}
     assert len(result_lens) > 1  # tool results of different lengths
-    longest = max(len(t.tokens) for t in trajs)
-    toks = np.zeros((len(trajs), longest), np.int32)
-    mask = np.zeros_like(toks)
-    for i, t in enumerate(trajs):
-        toks[i, : len(t.tokens)] = t.tokens
-        mask[i, : len(t.tokens)] = 1
-    logits = model(jnp.asarray(toks), jnp.asarray(mask))
-    logp_all, ent_all = logprob_and_entropy(logits.reshape(-1, logits.shape[-1]))
-    logp_all = np.asarray(logp_all).reshape(*toks.shape, -1)
-    ent_all = np.asarray(ent_all).reshape(toks.shape)
-    checked = 0
-    for i, t in enumerate(trajs):
-        for pos in np.nonzero(t.loss_mask)[0]:
-            assert pos >= t.prompt_len
-            np.testing.assert_allclose(t.old_logp[pos], logp_all[i, pos - 1, t.tokens[pos]],
-                                       atol=1e-4)
-            np.testing.assert_allclose(t.entropy[pos], ent_all[i, pos - 1], atol=1e-4)
-            checked += 1
-    assert checked == sum(t.num_generated for t in trajs)
+    assert _check_logprobs_match_full_forward(model, trajs) == sum(t.num_generated
+                                                                for t in trajs)
 
 
 def test_trajectory_layout_is_token_exact(setup, tokenizer):
@@ -174,7 +157,9 @@ def test_refills_and_parked_rows_keep_trajectories_and_logprobs_exact(setup, tok
     _check_logprobs_match_full_forward(model, trajs)
 
 
-def _check_logprobs_match_full_forward(model, trajs):
+def _check_logprobs_match_full_forward(model, trajs) -> int:
+    """The recorded log-prob and entropy of every sampled token equal a full forward of the
+    final sequences (<= 1e-4); returns how many tokens were checked."""
     longest = max(len(t.tokens) for t in trajs)
     toks = np.zeros((len(trajs), longest), np.int32)
     mask = np.zeros_like(toks)
@@ -184,10 +169,16 @@ def _check_logprobs_match_full_forward(model, trajs):
     logits = model(jnp.asarray(toks), jnp.asarray(mask))
     logp_all, ent_all = logprob_and_entropy(logits.reshape(-1, logits.shape[-1]))
     logp_all = np.asarray(logp_all).reshape(*toks.shape, -1)
+    ent_all = np.asarray(ent_all).reshape(toks.shape)
+    checked = 0
     for i, t in enumerate(trajs):
         pos = np.nonzero(t.loss_mask)[0]
+        assert (pos >= t.prompt_len).all()
         np.testing.assert_allclose(t.old_logp[pos], logp_all[i, pos - 1, t.tokens[pos]],
                                    atol=1e-4)
+        np.testing.assert_allclose(t.entropy[pos], ent_all[i, pos - 1], atol=1e-4)
+        checked += len(pos)
+    return checked
 
 
 def test_drain_moves_the_last_rows_into_a_quarter_cache(setup, tokenizer):

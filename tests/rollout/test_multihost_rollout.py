@@ -3,45 +3,15 @@ each run their own rows and tools (``toolrl_jax/testing/multihost_rollout.py``) 
 random tool delays up to 2 s and timeouts; nothing hangs, every call runs exactly once in total,
 and both processes get the same trajectories as one process with 8 devices."""
 
-import os
 import pickle
-import socket
-import subprocess
-import sys
 
 import numpy as np
-import pytest
+
+from toolrl_jax.testing.pod import free_port, spawn, wait
 
 WATCHDOG_S = 420
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(workdir, log, **kw):
-    args = [sys.executable, "-m", "toolrl_jax.testing.multihost_rollout", "--workdir",
-            str(workdir)]
-    for k, v in kw.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def _wait(procs, logs):
-    for p in procs:  # the watchdog: a hung collective fails the test instead of CI
-        try:
-            p.wait(timeout=WATCHDOG_S)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail(f"rollout hung for {WATCHDOG_S} s")
-    for p, log in zip(procs, logs):
-        if p.returncode:
-            log.seek(0)
-            pytest.fail(f"process exited {p.returncode}:\n{log.read().decode()[-4000:]}")
+SCENARIO = "toolrl_jax.testing.multihost_rollout"
 
 
 def _load(path):
@@ -52,11 +22,11 @@ def _load(path):
 def test_two_process_rollout_runs_each_call_once_and_agrees(tmp_path):
     one, pod = tmp_path / "one", tmp_path / "pod"
     logs = [open(tmp_path / f"log{i}.txt", "w+b") for i in range(3)]
-    port = _free_port()
-    procs = [_spawn(pod, logs[i], num_processes=2, process_id=i, port=port, devices=4)
-             for i in range(2)]
-    procs.append(_spawn(one, logs[2], num_processes=1, devices=8, max_delay=0.0))
-    _wait(procs, logs)
+    port = free_port()
+    procs = [spawn(SCENARIO, pod, logs[i], num_processes=2, process_id=i, port=port,
+                   devices=4) for i in range(2)]
+    procs.append(spawn(SCENARIO, one, logs[2], num_processes=1, devices=8, max_delay=0.0))
+    wait(procs, logs, WATCHDOG_S)
 
     a, b = _load(pod / "trajectories.0.pkl"), _load(pod / "trajectories.1.pkl")
     ref = _load(one / "trajectories.0.pkl")

@@ -86,8 +86,10 @@ def run_scenario(workdir: str) -> None:
     phases()  # the same command again: resumes RL from step 1 and finishes
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser()
+def pod_process(argv: list[str] | None = None,
+                parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parses a scenario process's flags (``parser`` may add its own) and joins the pod."""
+    p = parser or argparse.ArgumentParser()
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
     p.add_argument("--port", type=int, default=0)
@@ -95,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", required=True)
     args = p.parse_args(argv)
     _configure(args.num_processes, args.process_id, args.port, args.devices)
-    run_scenario(args.workdir)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_scenario(pod_process(argv).workdir)
     return 0
 
 

@@ -19,7 +19,7 @@ import os
 import pickle
 import sys
 
-from toolrl_jax.testing.multihost import _configure
+from toolrl_jax.testing.multihost import pod_process
 
 PROMPTS = ["What is 12 * 7?", "Answer <python>", "print(84) result", "7 * 8 = ?", "x y",
            "<answer>", "a much longer prompt here", "zz"]
@@ -103,14 +103,8 @@ def run_scenario(workdir: str, max_delay: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--process-id", type=int, default=0)
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--devices", type=int, default=8)
     p.add_argument("--max-delay", type=float, default=2.0)
-    p.add_argument("--workdir", required=True)
-    args = p.parse_args(argv)
-    _configure(args.num_processes, args.process_id, args.port, args.devices)
+    args = pod_process(argv, p)
     os.makedirs(args.workdir, exist_ok=True)
     run_scenario(args.workdir, args.max_delay)
     return 0
