@@ -249,7 +249,7 @@ def long_tail_scenario(graphdef, params, args, mesh):
     prompts = rng.integers(5, DEMO_MODEL.vocab_size, size=(rows, PROMPT_LEN)).tolist()
     cont = make_engine(graphdef, rows, cap, args.segment_len, NoCalls(), 0, args.cache_windows,
                        mesh=mesh, slots=slots)
-    assert cont.shapes.batch == slots and cont.queued and cont.drain_batch
+    assert cont.shapes.batch == slots and cont.queued and cont.drain_batches
     cont.warmup(params)
     # Lockstep: the full slot batch from a wave's first token to its longest row's last.
     lock = make_engine(graphdef, slots, cap, args.segment_len, NoCalls(), 0, args.cache_windows,

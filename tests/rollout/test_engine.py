@@ -94,7 +94,7 @@ def test_no_recompiles_in_steady_state(setup, tokenizer):
     assert engine.shapes.kv_windows == (48, 88, 136, 176)  # several windows are in play
     assert engine.shapes.extend_widths == (16, 32)
     # One slot per row: no queue, so one (whole-batch) append batch, no evicted rows, no drain.
-    assert engine.append_batches == (6,) and not engine.queued and not engine.drain_batch
+    assert engine.append_batches == (6,) and not engine.queued and not engine.drain_batches
     # init + append at each result width x window (the prompt width, 32 in a 48 window, is one
     # of them) + decode per window
     assert engine.warmup(params) == 1 + 2 * 4 + 4
@@ -181,21 +181,35 @@ def _check_logprobs_match_full_forward(model, trajs) -> int:
     return checked
 
 
-def test_drain_moves_the_last_rows_into_a_quarter_cache(setup, tokenizer):
-    # 8 slots for 12 rows: once no row waits and <= 2 rows hold a slot, they move into a 2-slot
-    # cache (take_slots) and finish there; trajectories are unchanged, nothing recompiles.
+def test_drain_tiers_are_successive_quarters_that_split_over_the_shards():
+    from toolrl_jax.rollout.engine import drain_tiers
+
+    assert drain_tiers(32, 1) == (8, 2)
+    assert drain_tiers(64, 2) == (16, 4)  # 1 would not split over 2 shards
+    assert drain_tiers(16, 1) == (4, 1)
+    assert drain_tiers(8, 4) == ()  # 2 slots cannot give 4 shards a row each
+    assert drain_tiers(6, 1) == ()
+
+
+def test_drain_moves_the_last_rows_down_the_tiers(setup, tokenizer):
+    # 16 slots for 24 rows: once no row waits the running rows move into a 4-slot cache, then a
+    # 1-slot one (take_slots, tier by tier) and finish there; trajectories are unchanged,
+    # nothing recompiles.
     model, params, engine = setup
-    _, _, eight = _make_setup(tokenizer, cache_windows=4, slots=8, executor=_slow_echo(1),
-                              rows=12)
-    assert eight.drain_batch == 2
-    eight.warmup(params)
-    prompts = _prompts(tokenizer, PROMPTS + ["7 * 8 = ?", "x y", "<answer>"])
-    ref = engine.generate(params, prompts[:3], group_size=2) + engine.generate(
-        params, prompts[3:], group_size=2, prompt_ids=[3, 4, 5])
+    _, _, slots16 = _make_setup(tokenizer, cache_windows=4, slots=16, executor=_slow_echo(1),
+                                rows=24)
+    assert slots16.drain_batches == (4, 1)
+    slots16.warmup(params)
+    texts = PROMPTS + ["7 * 8 = ?", "x y", "<answer>"]
+    prompts = _prompts(tokenizer, texts + [t + " again" for t in texts])
+    ref = []
+    for k in range(0, 12, 3):
+        ref += engine.generate(params, prompts[k:k + 3], group_size=2,
+                               prompt_ids=[k, k + 1, k + 2])
     with CompileCounter() as counter:
-        trajs = eight.generate(params, prompts, group_size=2)
+        trajs = slots16.generate(params, prompts, group_size=2)
     assert counter.count == 0
-    assert eight.stats.compactions == 1
+    assert slots16.stats.compactions == 2
     for x, y in zip(ref, trajs):
         np.testing.assert_array_equal(x.tokens, y.tokens)
         np.testing.assert_allclose(x.old_logp, y.old_logp, atol=1e-5)
