@@ -219,3 +219,39 @@ def test_sequence_logp_in_micro_batches_equals_one_pass():
     np.testing.assert_allclose(np.asarray(split), np.asarray(full), atol=1e-6)
     np.testing.assert_allclose(np.asarray(full[:, 1:]), np.asarray(ref), atol=1e-6)
     assert np.all(np.asarray(full[:, 0]) == 0.0)  # aligned to tokens: position 0 has no logit
+
+
+def test_forward_groups_grow_until_a_group_fits_the_block():
+    from toolrl_jax.train.steps import activation_width, forward_groups
+
+    mib = 2 ** 20
+    # The benchmark's reference pass: 64 rows x 96 positions x 2048 (gate/up) fp32 = 48 MiB;
+    # one group of 8 rows is 6 MiB <= 8 MiB, 4 groups of 16 rows (12 MiB) are not.
+    assert forward_groups(64, 96, 2048, 8 * mib, 1) == 8
+    assert forward_groups(64, 96, 2048, 1024 * mib, 1) == 1  # accelerator budget: whole
+    assert forward_groups(64, 96, 2048, 1024 * mib, 16) == 16  # the step's floor holds
+    # 2 row shards: a group's rows must split evenly, and the block is per device.
+    assert forward_groups(64, 96, 2048, 8 * mib, 1, shards=2) == 4
+    assert forward_groups(12, 96, 2048, 8 * mib, 1, shards=4) == 1  # 3 rows a device: 2.25 MiB
+    # Nothing fits: one row per device per group.
+    assert forward_groups(24, 4096, 8192, 8 * mib, 1, shards=2) == 12
+    cfg = tiny_qwen2_config()
+    assert activation_width(cfg, 8) == 2 * cfg.intermediate_size
+    assert activation_width(cfg, 10_000) == cfg.num_heads * 10_000
+
+
+def test_sequence_logp_grouped_by_the_block_budget_equals_one_pass():
+    from toolrl_jax.train.steps import LogitHead, activation_width, forward_groups
+
+    cfg = tiny_qwen2_config()
+    model = init_decoder(cfg, seed=2)
+    batch = _batch(cfg.vocab_size, seed=5)
+    b, t = batch.tokens_BT.shape
+    whole = sequence_logp(model, batch, micro_batches=1, chunk=LogitHead(block_mib=1024))
+    # A budget of a quarter of the whole block: the rows run in several groups.
+    quarter = b * t * activation_width(cfg, t) * 4 // 4
+    assert forward_groups(b, t, activation_width(cfg, t), quarter, 1) == 4
+    head = LogitHead(block_mib=1)
+    object.__setattr__(head, "block_bytes", lambda: quarter)
+    grouped = sequence_logp(model, batch, micro_batches=1, chunk=head)
+    np.testing.assert_allclose(np.asarray(grouped), np.asarray(whole), atol=1e-6)

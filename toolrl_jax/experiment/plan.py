@@ -61,7 +61,15 @@ from toolrl_jax.sharding import (
 )
 from toolrl_jax.train.batch import TrainBatch
 from toolrl_jax.train.state import abstract_state, make_optimizer
-from toolrl_jax.train.steps import LogitHead, build_step, jit_step, rl_loss_fn
+from toolrl_jax.train.steps import (
+    ACCEL_BLOCK_MIB,
+    LogitHead,
+    activation_width,
+    build_step,
+    forward_groups,
+    jit_step,
+    rl_loss_fn,
+)
 
 GIB = 1024 ** 3
 
@@ -230,8 +238,10 @@ def lower_step(cfg: Config, mesh: Mesh, model_cfg: ModelConfig | None = None):
     rows, micro, seq_len = step_shape(cfg)
     policy, state = abstract_state(model_cfg, tx, mesh, cfg.train.seed, remat=cfg.train.remat)
     batch = abstract_batch(rows, seq_len, recipe.needs_reference)
-    fn = build_step(policy, tx, rl_loss_fn(recipe, LogitHead.from_config(cfg)), micro_batches=micro,
-                    update_beta=recipe.update_beta, schedule=schedule)
+    head = target_head(cfg)
+    fn = build_step(policy, tx, rl_loss_fn(recipe, head), micro_batches=micro,
+                    update_beta=recipe.update_beta, schedule=schedule,
+                    block_bytes=head.block_bytes())
     step = jit_step(fn, state, mesh, batch)
     return getattr(step, "jitted", step), state, batch, policy
 
@@ -391,19 +401,34 @@ def make_plan(cfg: Config, mesh: Mesh) -> Plan:
         rollout=rollout, hbm_bytes=hbm, compile_s=seconds, rollout_compile_s=rollout_s,
         platform=platform, compute_dtype=compute,
         attention=_attention_kernel(cfg, mesh, rows // micro, seq_len), warnings=warnings,
-        logit_head=_logit_head(cfg, mesh, rows // micro, seq_len))
+        logit_head=_logit_head(cfg, mesh, rows, seq_len, micro))
 
 
-def _logit_head(cfg: Config, mesh: Mesh, rows: int, seq_len: int) -> str:
-    """The head path the step takes (``train.logit_head``, chosen from one micro-batch's shapes
-    on one device): e.g. ``auto -> chunked, 8 positions per chunk``."""
+def target_head(cfg: Config) -> LogitHead:
+    """The head and block budget of the run being planned. With no budget set
+    (``train.logit_block_mib=0``) and a fit verdict asked for (``plan.hbm_gib``), the plan stands
+    for an accelerator run although it compiles on CPU: the accelerator's budget, not XLA:CPU's
+    cache-sized one (which would cut the step into many small row groups and chunks)."""
     head = LogitHead.from_config(cfg)
+    if not head.block_mib and cfg.plan.hbm_gib:
+        head = dataclasses.replace(head, block_mib=ACCEL_BLOCK_MIB)
+    return head
+
+
+def _logit_head(cfg: Config, mesh: Mesh, rows: int, seq_len: int, micro: int = 1) -> str:
+    """The head path the step takes (``train.logit_head``, chosen from one micro-batch's shapes
+    on one device) and the row groups the step computes in (``forward_groups``): e.g.
+    ``auto -> chunked (8 positions per chunk, …); block budget 8 MiB; 8 row groups``."""
+    head = target_head(cfg)
+    shards = int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
+    groups = forward_groups(rows, seq_len, activation_width(cfg.model, seq_len),
+                            head.block_bytes(), micro, shards)
     with jax.set_mesh(mesh):
-        full, chunk = head.resolve(rows, seq_len - 1, cfg.model.vocab_size)
+        full, chunk = head.resolve(rows // groups, seq_len - 1, cfg.model.vocab_size)
     detail = ("full (whole T, logits kept" if full else
               f"chunked ({chunk} positions per chunk, logits recomputed in the backward pass")
-    return (f"{head.path} -> {detail}; block budget "
-            f"{head.block_bytes() // 2 ** 20} MiB)")
+    return (f"{head.path} -> {detail}); block budget {head.block_bytes() // 2 ** 20} MiB; "
+            f"the step computes in {groups} row group(s) of {rows // groups}")
 
 
 def _fmt_bytes(n: float) -> str:

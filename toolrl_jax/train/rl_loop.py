@@ -239,7 +239,8 @@ class RLTrainer:
             loss = rl_loss_fn(self.recipe, LogitHead.from_config(cfg))
             fn = build_step(self.policy, self.tx, loss,
                             micro_batches=self.micro_batches, update_beta=self.recipe.update_beta,
-                            schedule=self.schedule)
+                            schedule=self.schedule,
+                            block_bytes=LogitHead.from_config(cfg).block_bytes())
             self._steps[length] = jit_step(fn, state, self.mesh, example)
         step_fn = self._steps[length]
         outs = []  # device arrays: every mini-step is dispatched before any metric is read

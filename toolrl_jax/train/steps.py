@@ -37,7 +37,7 @@ LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array, dict[str, P
 # in 8-position chunks (8 MiB blocks), 0.75 s with the whole 100 MiB block kept (measured with
 # benchmarks/grpo_step.py's shapes). Accelerators stream HBM fast enough that the full block's
 # saved recomputation wins whenever it fits.
-_CPU_BLOCK_MIB, _ACCEL_BLOCK_MIB = 8, 1024
+CPU_BLOCK_MIB, ACCEL_BLOCK_MIB = 8, 1024
 _FORCE = {"auto": None, "full": True, "chunked": False}  # train.logit_head -> choose_head
 
 
@@ -61,8 +61,8 @@ class LogitHead:
                    path=cfg.train.logit_head, block_mib=cfg.train.logit_block_mib)
 
     def block_bytes(self) -> int:
-        mib = self.block_mib or (_CPU_BLOCK_MIB if jax.default_backend() == "cpu"
-                                 else _ACCEL_BLOCK_MIB)
+        mib = self.block_mib or (CPU_BLOCK_MIB if jax.default_backend() == "cpu"
+                                 else ACCEL_BLOCK_MIB)
         return mib * 2 ** 20
 
     def resolve(self, rows: int, positions: int, vocab: int) -> tuple[bool, int]:
@@ -73,18 +73,51 @@ class LogitHead:
                            self.chunk, _FORCE[self.path])
 
 
+def activation_width(model_cfg, positions: int) -> int:
+    """fp32 values per position of a layer's widest activation: the fused gate/up output
+    (2 × intermediate) or one row's attention scores (heads × positions)."""
+    return max(2 * model_cfg.intermediate_size, model_cfg.num_heads * positions)
+
+
 def _as_head(head: int | LogitHead, vocab_chunk: int = 0) -> LogitHead:
     return head if isinstance(head, LogitHead) else LogitHead(chunk=head, vocab_chunk=vocab_chunk)
 
 
-def _rows_per_device(rows: int) -> int:
-    """Rows one device holds when ``rows`` are split over the context mesh's (data, fsdp)."""
+def _row_shards() -> int:
+    """Devices the rows are split over in the context mesh: (data, fsdp)."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
-        return rows
+        return 1
     sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
-    shards = sizes.get("data", 1) * sizes.get("fsdp", 1)
-    return -(-rows // shards)
+    return sizes.get("data", 1) * sizes.get("fsdp", 1)
+
+
+def _rows_per_device(rows: int) -> int:
+    """Rows one device holds when ``rows`` are split over the context mesh's (data, fsdp)."""
+    return -(-rows // _row_shards())
+
+
+def forward_groups(rows: int, positions: int, width: int, block_bytes: int, min_groups: int,
+                   shards: int = 1) -> int:
+    """Row groups of a forward-only pass (reference / old log-probs) over ``rows`` rows.
+
+    At least ``min_groups`` (the step's micro-batching, which bounds activation memory); more
+    while one device's widest activation of a group — ``[rows/(groups·shards), positions,
+    width]`` fp32 — exceeds ``block_bytes``. Why: on XLA:CPU a layer whose activations stay in
+    cache runs much faster than one that streams them through memory (the benchmark shapes'
+    reference pass, 64 rows × 96 positions with a 2048-wide gate/up output: 8 groups of 8 rows
+    0.74 s against 1.0 s in one), while on accelerators the backend budget (1 GiB) leaves
+    realistic batches whole. Groups divide the rows and keep every device's share equal; when
+    none fits, one row per device per group.
+    """
+    valid = [g for g in range(max(min_groups, 1), rows + 1)
+             if rows % g == 0 and (rows // g) % shards == 0]
+    if not valid:
+        return max(min_groups, 1)
+    for g in valid:
+        if rows // (g * shards) * positions * width * 4 <= block_bytes:
+            return g
+    return valid[-1]
 
 
 def token_logp_entropy(model, batch, chunk: int | LogitHead,
@@ -113,10 +146,16 @@ def sequence_logp(model, batch, *, micro_batches: int, chunk: int | LogitHead,
 
     For the frozen reference policy (KL) and for recomputing the PPO "old" log-probs with the
     trainer's own forward (``rl.recompute_old_logp``): log-probs only (no entropy, no gradient).
-    Only the two row arrays it reads are split.
+    Only the two row arrays it reads are split. ``micro_batches`` is a floor: with a
+    :class:`LogitHead` the groups grow until one group's widest activation fits its block
+    budget (:func:`forward_groups`); the log-probs do not depend on the grouping.
     """
     head = _as_head(chunk, vocab_chunk)
     rows = (batch.tokens_BT, batch.attn_mask_BT)
+    if isinstance(chunk, LogitHead):
+        b, t = batch.tokens_BT.shape
+        micro_batches = forward_groups(b, t, activation_width(model.cfg, t),
+                                       head.block_bytes(), micro_batches, _row_shards())
 
     def one(mb):
         tokens, attn = mb
@@ -191,12 +230,25 @@ def _split_micro(batch, n: int):
 
 
 def build_step(policy: Policy, tx: optax.GradientTransformation, loss_fn: LossFn, *,
-               micro_batches: int, update_beta: Callable | None = None, schedule=None):
-    """The pure step function (not jitted): ``(state, batch) -> (state, metrics)``."""
+               micro_batches: int, update_beta: Callable | None = None, schedule=None,
+               block_bytes: int = 0):
+    """The pure step function (not jitted): ``(state, batch) -> (state, metrics)``.
+
+    ``block_bytes`` > 0: the rows are cut into more (never fewer) than ``micro_batches`` groups
+    when one group's widest activation would exceed it (:func:`forward_groups`, decided from the
+    batch's shape at trace time). The step sums gradients and metric pairs over groups and
+    divides once, so the grouping changes time and memory, not the result; the configured
+    micro-batches keep their meaning elsewhere (TAO-RL's per-micro-batch shaping statistics).
+    """
 
     def step(state: TrainState, batch):
         params = state["params"]
         beta_long = state["beta_long"]
+        groups = micro_batches
+        if block_bytes:
+            rows, t = batch.tokens_BT.shape
+            groups = forward_groups(rows, t, activation_width(policy.model(params).cfg, t),
+                                    block_bytes, micro_batches, _row_shards())
 
         def grads_of(mb):
             def objective(p):
@@ -208,10 +260,10 @@ def build_step(policy: Policy, tx: optax.GradientTransformation, loss_fn: LossFn
             # The objective itself, as a (sum, denominator) pair like every other metric.
             return grads, denom, {**metrics, "train/loss": (loss_sum, denom)}
 
-        if micro_batches == 1:
+        if groups == 1:
             grads, denom, metrics = grads_of(batch)
         else:
-            micro = _split_micro(batch, micro_batches)
+            micro = _split_micro(batch, groups)
             first = jax.tree.map(lambda x: x[0], micro)
             zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads_of, first))
 
