@@ -10,7 +10,13 @@ chat template that reads ``tools`` (Qwen2.5, Llama-3.1) renders them, else the H
 is written into the system message. A turn that calls the item's functions ends the rollout (the
 calls are the answer, never executed) and BFCL's AST checker (``verifiers.py:check_calls``)
 grades all calls of that turn: per-category accuracy is printed and written to
-``eval_policy.json`` (``benchmarks``). Set ``model.*`` to the checkpoint's architecture.
+``eval_policy.json`` (``benchmarks``).
+
+``model.init_from`` may be an HF directory or a ``.gguf`` file: the weights and the architecture
+(sizes, RoPE, tied embeddings) are read from it, not from ``model.*``, but the run checks the
+tokenizer against ``model.vocab_size`` and the cache length against ``model.max_position``, so
+set those to the checkpoint's (``configs/smollm2_bfcl.py`` sets all of ``model.*`` for SmolLM2's
+GGUF).
 """
 
 import os

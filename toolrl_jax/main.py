@@ -70,6 +70,10 @@ def _run_training_mode(cfg) -> int:
                                loggers=cfg.train.loggers, run_name=cfg.name) as logger:
                 out = run_sft(exp, logger) if cfg.mode == "sft" else run_rl(exp, logger)
             print(f"policy exported to {out}", flush=True)
+        elif cfg.mode == "label":
+            from toolrl_jax.experiment.label import run_label
+
+            print(f"labels: {run_label(exp)}", flush=True)
         elif cfg.mode == "eval":
             source = cfg.model.init_from or _latest_export(exp.workdir)
             result = run_eval(exp, source, "policy")

@@ -177,6 +177,34 @@ def test_sft_loader(synth, small_cfg, tokenizer):
         next(it)
 
 
+def test_sft_mode_tag_tags_targets_and_prompts_alike(synth, small_cfg, tokenizer):
+    """``sft.mode_tag``: every warm-up target opens with its mode tag (empty block = short), and
+    the SFT prompt is exactly the prompt RL and evaluation then ask with."""
+    from toolrl_jax.config.schema import SFTConfig
+    from toolrl_jax.data.modes import NO_THINK_TAG, detect_mode
+    from toolrl_jax.data.prompts import MODE_TAG_INSTRUCTION
+
+    mode_tag = SFTConfig(mode_tag=True).mode_tag
+    batch = next(iter(pipeline.sft_loader(small_cfg, synth, batch_size=8, seed=0, tools=TOOLS,
+                                          tokenizer=tokenizer, mode_tag=mode_tag)))
+    assert {e["mode"] for e in batch} == {"short", "long"}
+    # RL and evaluation prompts: prompt_loader's transform over the same records.
+    ask = pipeline.AddPrompt(TOOLS, tokenizer, mode_tag=mode_tag)
+    prompts = {r["id"]: ask.map(r) for r in TaskSource(synth, "train").records()}
+    for e in batch:
+        target = tokenizer.decode(e["tokens"][e["prompt_len"]:])
+        assert target.startswith(NO_THINK_TAG if e["mode"] == "short" else "<think>")
+        assert detect_mode(target) == e["mode"]
+        assert e["tokens"][:e["prompt_len"]].tolist() == prompts[e["id"]]["prompt_ids"].tolist()
+        assert MODE_TAG_INSTRUCTION in prompts[e["id"]]["messages"][0]["content"]
+    # Off (the default): no tag, and prompts without the instruction.
+    plain = next(iter(pipeline.sft_loader(small_cfg, synth, batch_size=8, seed=0, tools=TOOLS,
+                                          tokenizer=tokenizer)))
+    for e in plain:
+        assert "<think></think>" not in tokenizer.decode(e["tokens"])
+        assert MODE_TAG_INSTRUCTION not in tokenizer.decode(e["tokens"][:e["prompt_len"]])
+
+
 def test_prepare_run(tmp_path, small_cfg):
     builder = prepare.prepare_dataset(small_cfg, tmp_path)
     assert str(builder.data_path).startswith(str(tmp_path / "tfds"))

@@ -13,7 +13,7 @@ from toolrl_jax import main as main_lib
 from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import MetricsLogger, read_metrics
 from toolrl_jax.experiment.phases import global_resume_step, run_rl
-from toolrl_jax.testing.tiny_run import tiny_overrides
+from toolrl_jax.testing.tiny_run import CONFIG_OVERRIDES, tiny_overrides
 from toolrl_jax.train.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,7 +28,8 @@ def _argv(path, overrides):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_every_shipped_config_runs_one_step(tmp_path, path):
-    overrides = tiny_overrides(str(tmp_path), **{"sft.steps": 1, "train.steps": 1})
+    overrides = tiny_overrides(str(tmp_path), **{"sft.steps": 1, "train.steps": 1,
+                                                 **CONFIG_OVERRIDES.get(os.path.basename(path), {})})
     mode = config_lib.load(path).mode
     if mode == "eval":  # it evaluates a checkpoint: the tiny run's own SFT export (latest export)
         assert main_lib.run(_argv(path, {**overrides, "mode": "sft"})) == 0

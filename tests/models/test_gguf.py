@@ -224,7 +224,7 @@ def test_smollm2_config_and_tokenizer(smollm2):
     assert tokenizer.decode(ids).startswith("<|im_start|>system\n")
     assert tokenizer.decode(ids).endswith("<|im_end|>\n<|im_start|>assistant\n")
     # The shipped configs describe the model in the file (the run checks sizes against them).
-    for name in ("smollm2_eval", "smollm2_grpo"):
+    for name in ("smollm2_eval", "smollm2_grpo", "smollm2_bfcl"):
         shipped = config_lib.load(os.path.join(ROOT, "configs", f"{name}.py")).model
         for field in DIMS:
             want = getattr(cfg, field)  # the file stores eps as float32
@@ -241,10 +241,19 @@ def test_smollm2_weights_and_logits_match_transformers(smollm2):
     for name in ("q_proj", "k_proj", "v_proj"):
         np.testing.assert_array_equal(np.asarray(attn[name].get_value()).T,
                                       state[f"model.layers.7.self_attn.{name}.weight"].numpy())
-    # Logits on real chat prompts, against the exact value: transformers' import run in float64.
-    # Over 30 layers with logits up to ~40, any fp32 forward sits ~1e-4 from it (measured:
-    # transformers' own fp32 forward 0.93e-4, ours 1.12e-4; the two fp32 forwards 1.25e-4
-    # apart), so ours must be within 1e-4, or as close as transformers' fp32 with 50 % slack.
+    # Logits on real chat prompts. 1e-4 is float32's noise floor for this model (30 layers,
+    # logits up to 39, one hidden unit at ~2.5e4 from layer 12 on): any fp32 forward lands about
+    # 1e-4 from the exact value, transformers' own included. Measured against transformers' import
+    # run in float64: its fp32 sdpa forward 0.93e-4 (the one compared here), its fp32 eager one
+    # 1.06e-4, and the two 0.64e-4 apart. Fed the exact input, every one of the 30 layers has a
+    # rounding-level local error in both implementations (max |Δ| / the token's RMS: ours 2e-6 to
+    # 4e-5, transformers' 2e-6 to 3e-5; XLA:CPU's fp32 matmul is ~2x less accurate than MKL's
+    # on random matrices too), and no layer diverges. So two checks, neither looser than needed:
+    # (1) ours vs transformers' fp32 logits directly: ≤ 1.5e-4 (measured 1.25e-4, 0.002 % of
+    #     the entries above 1e-4);
+    # (2) ours vs the exact value, as close as transformers' fp32 is: max ≤ max(1e-4, 1.5 × its
+    #     max), mean ≤ 1.5 × its mean (measured: max 0.88e-4 vs 0.93e-4, mean 1.2e-5 vs 1.2e-5;
+    #     a systematic error, e.g. RoPE angles off by 1e-6, would move the mean).
     prompts = [_chat_ids(tokenizer, q) for q in CHATS]
     lengths = [len(p) for p in prompts]
     tokens = np.zeros((len(prompts), max(lengths)), np.int32)  # one batch: one compile
@@ -253,11 +262,20 @@ def test_smollm2_weights_and_logits_match_transformers(smollm2):
     mask = (np.arange(tokens.shape[1])[None, :] < np.array(lengths)[:, None]).astype(np.int32)
     got = np.asarray(ours(jnp.asarray(tokens), jnp.asarray(mask)), np.float64)
     exact = _hf_logits(copy.deepcopy(hf).double(), tokens, mask)
-    fp32 = _hf_logits(hf, tokens, mask)
-    for row, n in enumerate(lengths):  # real positions only; padded ones are undefined
-        ours_err = np.abs(got[row, :n] - exact[row, :n]).max()
-        hf_err = np.abs(fp32[row, :n] - exact[row, :n]).max()
-        assert ours_err <= max(ATOL, 1.5 * hf_err), (CHATS[row], ours_err, hf_err)
+    fp32 = _hf_logits(hf, tokens, mask).astype(np.float64)
+
+    def real(x):  # real positions only; padded ones are undefined
+        return np.concatenate([x[row, :n] for row, n in enumerate(lengths)])
+
+    got, exact, fp32 = real(got), real(exact), real(fp32)
+    ours_err, hf_err = np.abs(got - exact), np.abs(fp32 - exact)
+    print(f"ours vs transformers fp32 {np.abs(got - fp32).max():.3g}; vs float64: ours max "
+          f"{ours_err.max():.3g} mean {ours_err.mean():.3g}, transformers fp32 max "
+          f"{hf_err.max():.3g} mean {hf_err.mean():.3g}; entries over 1e-4 apart: "
+          f"{np.mean(np.abs(got - fp32) > ATOL):.2%}")
+    assert np.abs(got - fp32).max() <= 1.5 * ATOL
+    assert ours_err.max() <= max(ATOL, 1.5 * hf_err.max()), (ours_err.max(), hf_err.max())
+    assert ours_err.mean() <= 1.5 * hf_err.mean(), (ours_err.mean(), hf_err.mean())
     assert np.abs(exact).max() > 10  # real logits, not a degenerate model
 
 

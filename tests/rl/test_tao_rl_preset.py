@@ -39,6 +39,17 @@ def test_preset_pins_every_official_setting():
     assert {k: getattr(r, k) for k in official} == official
 
 
+def test_preset_fails_python_calls_that_wrote_to_stderr():
+    """agent_utils.execute_predictions: len(stderr) > 0 makes the execution invalid. The tool
+    half of the preset (config/tools.py:RECIPE_TOOL_PRESETS); an explicit setting wins."""
+    from toolrl_jax.config.tools import PythonToolConfig, ToolsConfig
+    assert ToolsConfig().for_recipe("tao_rl").python.stderr_fails is True
+    for other in ("grpo", "dapo", "tepo_sparse", "autotool"):
+        assert ToolsConfig().for_recipe(other).python.stderr_fails is False
+    explicit = ToolsConfig(python=PythonToolConfig(stderr_fails=False))
+    assert explicit.for_recipe("tao_rl").python.stderr_fails is False
+
+
 def test_other_recipes_keep_their_defaults():
     for name in ("grpo", "dapo", "autotool"):
         r = RLConfig(recipe=name).resolved()

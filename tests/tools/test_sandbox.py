@@ -3,6 +3,7 @@ nothing of the trainer is reachable. Runs for every backend: bwrap (the default,
 never skipped) and rlimit must work; unshare is skipped only where user namespaces are refused.
 Containment category by category, with the audit hook on and off: test_containment.py."""
 
+import dataclasses
 import logging
 import os
 import signal
@@ -72,6 +73,32 @@ def test_ok_empty_error_statuses(tool):
     r = run(tool, "import sys; sys.exit(139)")
     assert r.status == ToolStatus.ERROR and "signal" not in r.text
     assert run(tool, "   ").status == ToolStatus.INVALID_CALL
+
+
+def test_stderr_fails_marks_a_call_that_wrote_to_stderr(tool):
+    """TAO-RL's rule (tools.python.stderr_fails): any stderr output fails the call, the model
+    still sees it — stdout first, then stderr; off, one pipe keeps the order as written."""
+    strict = PythonTool(dataclasses.replace(tool.cfg, stderr_fails=True), plan=tool.plan)
+    warn = "import sys\nprint('a')\nprint('careful', file=sys.stderr)\nprint('b')"
+    def seen(t, code):
+        r = run(t, code)
+        return r.status, r.text
+
+    for _ in range(3):  # the same text every time (arrival order would vary)
+        assert seen(strict, warn) == (ToolStatus.ERROR, "a\nb\ncareful")
+    assert seen(tool, warn) == (ToolStatus.OK, "a\ncareful\nb")
+    assert tool.cfg.stderr_fails is None  # a tool built outside a run: off
+    assert seen(strict, "print(6 * 7)") == (ToolStatus.OK, "42")
+    assert run(strict, "z = 1").status == ToolStatus.EMPTY
+    # A write below Python's sys.stderr counts too.
+    assert seen(strict, "import os\nos.write(2, b'raw\\n')\nprint(1)") == (ToolStatus.ERROR,
+                                                                         "1\nraw")
+    warned = run(strict, "import warnings\nwarnings.warn('careful')\nprint(1)")
+    assert warned.status == ToolStatus.ERROR and warned.text.startswith("1\n")
+    assert "UserWarning: careful" in warned.text
+    crashed = run(strict, "print('x')\n1 / 0")
+    assert crashed.status == ToolStatus.ERROR and crashed.text.startswith("x\nTraceback")
+    assert crashed.text.endswith("ZeroDivisionError: division by zero")
 
 
 RUNAWAY = [

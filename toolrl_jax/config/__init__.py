@@ -23,6 +23,7 @@ from toolrl_jax.config.rl import RLConfig
 from toolrl_jax.config.schema import (
     CompareConfig,
     EvalConfig,
+    LabelConfig,
     MeshConfig,
     ModelConfig,
     OptimConfig,
@@ -34,7 +35,7 @@ from toolrl_jax.config.schema import (
 )
 from toolrl_jax.config.tools import ToolsConfig
 
-Mode = Literal["plan", "sft", "rl", "eval", "pipeline", "compare"]
+Mode = Literal["plan", "sft", "rl", "eval", "pipeline", "compare", "label"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Config:
     eval: EvalConfig = EvalConfig()
     compare: CompareConfig = CompareConfig()
     plan: PlanConfig = PlanConfig()
+    label: LabelConfig = LabelConfig()
 
     def validate(self, path: str) -> None:
         from toolrl_jax.config.rl import RECIPE_PRESETS as RECIPES
@@ -87,7 +89,8 @@ def default_config_dict() -> ml_collections.ConfigDict:
 
 
 __all__ = [
-    "CompareConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "SFTConfig", "MeshConfig",
+    "CompareConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LabelConfig",
+    "SFTConfig", "MeshConfig",
     "ModelConfig", "OptimConfig", "PlanConfig", "RLConfig",
     "RolloutConfig", "RopeScalingConfig", "ToolsConfig", "TrainConfig", "build", "from_config_dict",
     "load", "parse_overrides", "default_config_dict", "require", "sibling_config", "to_dict",

@@ -58,8 +58,13 @@ class DataConfig:
     # --- SFT warm-up (AutoTool) ---------------------------------------------------------------
     # random with p_long=0.5 ignores difficulty on purpose: the warm-up teaches both formats but
     # not *when* to use which, leaving RL room to improve accuracy and efficiency.
-    sft_policy: Literal["always_long", "always_short", "by_difficulty", "random"] = "random"
+    # labels: each item's mode from the model's own no-think pass@k (``mode=label`` writes the
+    # file; data/labels.py), read from labels_path — which also restricts the warm-up to the
+    # labelled items refinement kept for it, and the RL prompts to those kept for RL.
+    sft_policy: Literal["always_long", "always_short", "by_difficulty", "random",
+                        "labels"] = "random"
     sft_p_long: float = 0.5
+    labels_path: str = ""  # labels JSONL (local or URI); set iff sft_policy == "labels"
     sft_max_len: int = 512  # prompt + completion tokens; longer examples are dropped, not cut
 
     # --- tokenizer ----------------------------------------------------------------------------
@@ -102,6 +107,10 @@ class DataConfig:
         require(self.num_famous >= 1, f"{path}.num_famous must be >= 1")
         require(self.num_rare >= 1, f"{path}.num_rare must be >= 1")
         require(0.0 <= self.sft_p_long <= 1.0, f"{path}.sft_p_long must be in [0, 1]")
+        require((self.sft_policy == "labels") == bool(self.labels_path),
+                f"{path}.sft_policy='labels' and {path}.labels_path go together (got "
+                f"sft_policy={self.sft_policy!r}, labels_path={self.labels_path!r}); write the "
+                "file with --config.mode=label")
         require(self.sft_max_len > 0, f"{path}.sft_max_len must be > 0")
         require(
             320 <= self.demo_vocab_size <= 65536,

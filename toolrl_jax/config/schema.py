@@ -188,7 +188,9 @@ class TrainConfig:
     logit_head: Literal["auto", "full", "chunked"] = "auto"
     # MiB of fp32 logits in one block, per device. 0: by backend — 8 on CPU, where blocks that
     # stay in cache were measured fastest (benchmarks/grpo_step.py: full [64, 95, 4096] logits
-    # 1.7x slower than 8-position chunks), 1024 on accelerators.
+    # 1.7x slower than 8-position chunks), 1024 on accelerators. Forward-only passes (reference
+    # and old log-probs) also split their rows so one group's widest activation fits it
+    # (train/steps.py:forward_groups).
     logit_block_mib: int = 0
     ppo_epochs: int = 1
     mini_batches: int = 1
@@ -237,6 +239,11 @@ class SFTConfig:
     learning_rate: float = 1e-3
     warmup_steps: int = 10
     seq_len: int = 0  # padded train length; 0: data.sft_max_len
+    # AutoTool's auto-think template: every SFT target opens with its mode tag (<think>thought
+    # </think> for long, the empty <think></think> for short; data/modes.py), and the system
+    # prompt of SFT, RL and evaluation alike says so (data/prompts.py:MODE_TAG_INSTRUCTION), so
+    # the policy is asked the same way it was taught. Long targets must open with a think block.
+    mode_tag: bool = False
 
     def validate(self, path: str) -> None:
         require(self.steps >= 0, f"{path}.steps must be >= 0")
@@ -260,6 +267,13 @@ class EvalConfig:
     # in eval_<policy>.json under "benchmarks", and in report.md / compare.md.
     files: tuple[str, ...] = ()
     eval_split_too: bool = True
+    # AutoTool's reasoning modes, each evaluated in turn (data/modes.py): "auto" — the model
+    # picks think / no_think itself; "think" / "no_think" — the forced prefix "<think>" / the
+    # empty "<think></think>" is appended after the generation prompt and every completion is
+    # scored in that mode. The first mode's results are eval_<policy>.json's top level; with
+    # several, every mode's (split and benchmarks) is under "think_modes" and report.md /
+    # compare.md show one row per mode. E.g. --config.eval.think_modes=auto,think,no_think.
+    think_modes: tuple[Literal["auto", "think", "no_think"], ...] = ("auto",)
 
     def file_map(self) -> dict[str, str]:
         return dict(f.split("=", 1) for f in self.files)
@@ -273,6 +287,13 @@ class EvalConfig:
         require(self.max_items >= 0, f"{path}.max_items must be >= 0")
         require(self.prompts_per_batch > 0, f"{path}.prompts_per_batch must be > 0")
         require(self.samples > 0, f"{path}.samples must be > 0")
+        modes = ("auto", "think", "no_think")
+        require(len(self.think_modes) > 0, f"{path}.think_modes must name at least one of "
+                                           f"{list(modes)}")
+        for mode in self.think_modes:  # Literal is checked at load; a dataclass built in code too
+            require(mode in modes, f"{path}.think_modes has {mode!r}; choose from {list(modes)}")
+        require(len(set(self.think_modes)) == len(self.think_modes),
+                f"{path}.think_modes={list(self.think_modes)} names a mode twice")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,3 +327,29 @@ class PlanConfig:
         require(self.hbm_gib >= 0, f"{path}.hbm_gib={self.hbm_gib} must be >= 0 (0: no verdict)")
         require(self.slice_layers >= 0,
                 f"{path}.slice_layers={self.slice_layers} must be >= 0 (0: every layer)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelConfig:
+    """``mode=label``: AutoTool's warm-up labels from a policy's own no-think samples, and the
+    offline data refinement (``data/labels.py``, ``experiment/label.py``)."""
+
+    samples: int = 8  # k no-think completions per train item (the "rounds" of the variance)
+    prompts_per_batch: int = 16  # items per generate call (rows: prompts_per_batch * samples)
+    max_items: int = 0  # label the first N train items only; 0: the whole train split
+    out: str = ""  # labels JSONL; "": <workdir>/labels.jsonl
+    # Refinement: this share of the too-easy items (all k pass) and of the too-hard ones (none
+    # pass) leaves the warm-up set, chosen by a hash of (seed, item id).
+    drop_extremes: float = 0.5
+    # RL prompts keep only items whose reward variance over the k samples is >= this (a
+    # Bernoulli reward's variance is p(1-p) <= 0.25); 0 keeps every sampled item.
+    min_variance: float = 0.0
+    seed: int = 0  # of the extremes' drop; sampling uses train.seed
+
+    def validate(self, path: str) -> None:
+        require(self.samples >= 1, f"{path}.samples={self.samples} must be >= 1")
+        require(self.prompts_per_batch >= 1, f"{path}.prompts_per_batch must be >= 1")
+        require(self.max_items >= 0, f"{path}.max_items must be >= 0 (0: every train item)")
+        require(0.0 <= self.drop_extremes <= 1.0,
+                f"{path}.drop_extremes={self.drop_extremes} must be in [0, 1]")
+        require(self.min_variance >= 0.0, f"{path}.min_variance={self.min_variance} must be >= 0")

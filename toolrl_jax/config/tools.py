@@ -45,6 +45,11 @@ class PythonToolConfig:
     # together). It is RAM, so max_workers calls may hold max_workers x disk_mb at once.
     disk_mb: int = 64
     capture_bytes: int = 65536  # stdout+stderr kept; past this the program is stopped
+    # A call that wrote anything to stderr is failed (status error) even when it exited 0 — a
+    # warning, a logged message, a print(file=sys.stderr) — as TAO-RL's released code counts
+    # executions; the model still sees what it printed. None: the RL recipe's preset
+    # (RECIPE_TOOL_PRESETS: on for tao_rl, off otherwise; off for a tool built outside a run).
+    stderr_fails: bool | None = None
     # Model code may not start processes by default: fork bombs then fail at once, whatever the
     # backend. True is only accepted when the code runs under a non-root uid (RLIMIT_NPROC holds).
     allow_subprocess: bool = False
@@ -67,6 +72,14 @@ class PythonToolConfig:
         require(self.disk_mb >= 1, f"{path}.disk_mb={self.disk_mb} must be >= 1")
         require(self.capture_bytes >= 256, f"{path}.capture_bytes must be >= 256")
         require(self.sandbox_uid > 0, f"{path}.sandbox_uid={self.sandbox_uid} must be > 0 (not root)")
+
+
+# The tool settings of a recipe's released code, filled into ``tools.python.<key>`` where the
+# config leaves it None (:meth:`ToolsConfig.for_recipe`); the RL settings of the same presets are
+# config/rl.py:RECIPE_PRESETS. TAO-RL (recipe/tao_rl/agent_utils.py, execute_predictions): any
+# stderr output makes the execution invalid.
+RECIPE_TOOL_PRESETS: dict[str, dict[str, bool]] = {"tao_rl": {"stderr_fails": True}}
+_TOOL_PRESET_DEFAULTS: dict[str, bool] = {"stderr_fails": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +152,12 @@ class ToolsConfig:
     calculator: CalculatorConfig = CalculatorConfig()
     search: SearchConfig = SearchConfig()
     cache: ToolCacheConfig = ToolCacheConfig()
+
+    def for_recipe(self, recipe: str) -> ToolsConfig:
+        """This config with every None tool setting set as ``recipe``'s released code has it."""
+        preset = {**_TOOL_PRESET_DEFAULTS, **RECIPE_TOOL_PRESETS.get(recipe, {})}
+        fill = {k: v for k, v in preset.items() if getattr(self.python, k) is None}
+        return dataclasses.replace(self, python=dataclasses.replace(self.python, **fill))
 
     def validate(self, path: str) -> None:
         for name in self.enabled:

@@ -20,7 +20,9 @@ import grain
 
 from toolrl_jax.config.data import DataConfig
 from toolrl_jax.data.builders import TaskSource
+from toolrl_jax.data.fc_warmup import fc_sft_example
 from toolrl_jax.data.function_calling import is_function_calling
+from toolrl_jax.data.labels import ItemLabel, LabelledSource, read_labels
 from toolrl_jax.data.prompts import (
     FunctionsPrompt,
     function_prompt_messages,
@@ -30,7 +32,7 @@ from toolrl_jax.data.prompts import (
 )
 from toolrl_jax.data.sft import encode_prompt, encode_sft_example, make_sft_example
 from toolrl_jax.data.splits import HELDOUT, TRAIN
-from toolrl_jax.data.trajectories import ResultRenderer
+from toolrl_jax.data.trajectories import ResultRenderer, choose_mode
 
 
 class AddPrompt(grain.transforms.Map):
@@ -39,17 +41,20 @@ class AddPrompt(grain.transforms.Map):
     A function-calling record (its own ``metadata["tools"]``) also gets ``functions`` (the names
     whose call is its answer): a template that reads ``tools`` renders them, else
     ``describe_functions`` (the call syntax's description, e.g.
-    ``HermesSyntax.describe_functions``) writes them into the system message."""
+    ``HermesSyntax.describe_functions``) writes them into the system message. ``mode_tag``: the
+    system message asks for AutoTool's mode tag, as the SFT data had it (``sft.mode_tag``)."""
 
     def __init__(self, tools: Sequence[str], tokenizer: Any = None,
-                 describe_functions: FunctionsPrompt | None = None, answer_style: str = "tag"):
+                 describe_functions: FunctionsPrompt | None = None, answer_style: str = "tag",
+                 mode_tag: bool = False):
         self._tools, self._tokenizer = tuple(tools), tokenizer
         self._describe, self._answer_style = describe_functions, answer_style
+        self._mode_tag = mode_tag
 
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
         if is_function_calling(record):
             return self._map_functions(record)
-        messages = prompt_messages(record["question"], self._tools)
+        messages = prompt_messages(record["question"], self._tools, self._mode_tag)
         out = {**record, "messages": messages}
         if self._tokenizer is not None:
             out["prompt_ids"] = encode_prompt(self._tokenizer, messages)
@@ -63,7 +68,8 @@ class AddPrompt(grain.transforms.Map):
                              "describe_functions (the call syntax's) or use a tokenizer whose "
                              "chat template renders tools")
         messages = function_prompt_messages(record, describe=None if in_template else self._describe,
-                                            answer_style=self._answer_style)
+                                            answer_style=self._answer_style,
+                                            mode_tag=self._mode_tag)
         out = {**record, "messages": messages, "functions": [f["name"] for f in functions]}
         if self._tokenizer is not None:
             out["prompt_ids"] = encode_prompt(self._tokenizer, messages,
@@ -72,18 +78,43 @@ class AddPrompt(grain.transforms.Map):
 
 
 class EncodeSFT(grain.transforms.Map):
-    """Record -> labelled (short/long) SFT example -> tokens, loss mask (see :mod:`.sft`)."""
+    """Record -> labelled (short/long) SFT example -> tokens, loss mask (see :mod:`.sft`).
+
+    ``labels`` (``data.sft_policy="labels"``): each item's mode is its label's (the model's own
+    no-think pass@k, :mod:`.labels`). Function-calling items get their targets from
+    :mod:`.fc_warmup`, prompted as :class:`AddPrompt` prompts them (``describe_functions`` /
+    ``answer_style``, or the chat template's tools)."""
 
     def __init__(self, cfg: DataConfig, tokenizer: Any, tools: Sequence[str],
-                 render_result: ResultRenderer | None = None):
+                 render_result: ResultRenderer | None = None, mode_tag: bool = False,
+                 describe_functions: FunctionsPrompt | None = None, answer_style: str = "tag",
+                 labels: dict[str, ItemLabel] | None = None):
         self._cfg, self._tokenizer, self._tools = cfg, tokenizer, tuple(tools)
-        self._render = render_result
+        self._render, self._mode_tag = render_result, mode_tag
+        self._describe, self._answer_style, self._labels = describe_functions, answer_style, labels
+
+    def _example(self, record: dict[str, Any]):
+        policy = self._cfg.sft_policy
+        if policy == "labels":
+            label = (self._labels or {}).get(record["id"])
+            if label is None:
+                raise ValueError(f"no label in {self._cfg.labels_path!r}")
+            policy = "always_short" if label.mode == "short" else "always_long"
+        if not is_function_calling(record):
+            return make_sft_example(record, policy=policy, p_long=self._cfg.sft_p_long,
+                                    seed=self._cfg.seed, tools=self._tools,
+                                    render_result=self._render, mode_tag=self._mode_tag)
+        mode = choose_mode(policy, item_id=record["id"], difficulty=record["difficulty"],
+                           p_long=self._cfg.sft_p_long, seed=self._cfg.seed)
+        in_template = self._tokenizer is not None and template_renders_tools(self._tokenizer)
+        functions = record["metadata"]["tools"]
+        return fc_sft_example(record, mode, describe_functions=None if in_template else self._describe,
+                              template_tools=template_tools(functions) if in_template else (),
+                              answer_style=self._answer_style, mode_tag=self._mode_tag)
 
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
         try:
-            example = make_sft_example(record, policy=self._cfg.sft_policy,
-                                       p_long=self._cfg.sft_p_long, seed=self._cfg.seed,
-                                       tools=self._tools, render_result=self._render)
+            example = self._example(record)
         except ValueError as e:
             raise ValueError(f"SFT example {record['id']!r}: {e}") from e
         encoded = encode_sft_example(self._tokenizer, example)
@@ -161,22 +192,27 @@ def prompt_loader(
     describe_functions: FunctionsPrompt | None = None,
     answer_style: str = "tag",
     source: Any = None,
+    mode_tag: bool = False,
 ) -> grain.DataLoader:
     """Prompts for RL (``split="train"``: shuffled, ``cfg.num_epochs``, full batches) or for
     evaluation (``split="heldout"``: storage order, one pass, last batch may be short).
     ``source``: records to read instead of the builder's split (an ``eval.files`` benchmark);
-    ``describe_functions`` / ``answer_style``: how function-calling items are prompted
-    (:class:`AddPrompt`)."""
+    ``describe_functions`` / ``answer_style``: how function-calling items are prompted;
+    ``mode_tag``: ask for AutoTool's mode tag (:class:`AddPrompt`)."""
     train = split == TRAIN
     if split not in (TRAIN, HELDOUT):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'heldout'")
+    if source is None:
+        source = TaskSource(builder, split)
+        if train and cfg.labels_path:  # RL prompts: the labelled items refinement kept for RL
+            source = LabelledSource(source, read_labels(cfg.labels_path), "rl")
     return make_loader(
-        TaskSource(builder, split) if source is None else source,
+        source,
         batch_size=batch_size,
         seed=seed,
         shuffle=cfg.shuffle and train,
         num_epochs=(cfg.num_epochs or None) if train else 1,
-        operations=[AddPrompt(tools, tokenizer, describe_functions, answer_style)],
+        operations=[AddPrompt(tools, tokenizer, describe_functions, answer_style, mode_tag)],
         shard_index=shard_index,
         shard_count=shard_count,
         worker_count=cfg.worker_count,
@@ -195,19 +231,32 @@ def sft_loader(
     render_result: ResultRenderer | None = None,
     shard_index: int = 0,
     shard_count: int = 1,
+    mode_tag: bool = False,
+    describe_functions: FunctionsPrompt | None = None,
+    answer_style: str = "tag",
 ) -> grain.DataLoader:
     """AutoTool warm-up batches from the train split: each item is :func:`encode_sft_example`'s
     dict plus ``task`` and ``difficulty``; examples over ``cfg.sft_max_len`` tokens are dropped.
 
     Pass ``render_result=tool_renderer(syntax, executor)`` to show the real tools' output, exactly
-    as rollouts will (with ``worker_count=0``: an executor does not pickle into workers)."""
+    as rollouts will (with ``worker_count=0``: an executor does not pickle into workers).
+    ``mode_tag``: targets open with AutoTool's mode tag and the prompt asks for it
+    (:func:`~toolrl_jax.data.sft.make_sft_example`). ``describe_functions`` / ``answer_style``:
+    how function-calling items are prompted, as in :func:`prompt_loader`. With
+    ``cfg.labels_path`` the modes are the labels' and only items kept for SFT are read."""
+    source: Any = TaskSource(builder, TRAIN)
+    labels = read_labels(cfg.labels_path) if cfg.labels_path else None
+    if labels is not None:
+        source = LabelledSource(source, labels, "sft")
     return make_loader(
-        TaskSource(builder, TRAIN),
+        source,
         batch_size=batch_size,
         seed=seed,
         shuffle=cfg.shuffle,
         num_epochs=cfg.num_epochs or None,
-        operations=[EncodeSFT(cfg, tokenizer, tools, render_result), MaxLength(cfg.sft_max_len)],
+        operations=[EncodeSFT(cfg, tokenizer, tools, render_result, mode_tag,
+                              describe_functions, answer_style, labels),
+                    MaxLength(cfg.sft_max_len)],
         shard_index=shard_index,
         shard_count=shard_count,
         worker_count=cfg.worker_count,

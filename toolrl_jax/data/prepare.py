@@ -12,6 +12,7 @@ from typing import Any
 
 from toolrl_jax.config.data import DataConfig
 from toolrl_jax.data.builders import TaskSource, prepare_builder
+from toolrl_jax.data.fc_warmup import FunctionsPrompt, fc_tokenizer_texts
 from toolrl_jax.data.splits import TRAIN
 from toolrl_jax.data.synthetic import world_from_config, write_corpus
 from toolrl_jax.data.tokenizer import load_tokenizer, tokenizer_texts, train_demo_tokenizer
@@ -27,9 +28,13 @@ def prepare_dataset(cfg: DataConfig, workdir: str | Path) -> Any:
 
 
 def prepare_tokenizer(cfg: DataConfig, workdir: str | Path, builder: Any,
-                      tools: Sequence[str]) -> Any:
+                      tools: Sequence[str], describe_functions: FunctionsPrompt | None = None,
+                      answer_style: str = "tag") -> Any:
     """``cfg.tokenizer`` if set; else the demo BPE in ``<workdir>/tokenizer``, trained on the
-    train split (prompts, both completion modes) and, for lookup, the corpus — once."""
+    train split (prompts, both completion modes) and, for lookup, the corpus — once.
+    Function-calling items add their prompts' function descriptions (``describe_functions``,
+    the call syntax's) and warm-up targets: words the tokenizer never saw cost a token per
+    character, and those prompts list every function's JSON spec."""
     if cfg.tokenizer:
         return load_tokenizer(cfg.tokenizer)
     out = Path(workdir) / "tokenizer"
@@ -38,6 +43,7 @@ def prepare_tokenizer(cfg: DataConfig, workdir: str | Path, builder: Any,
         if cfg.source == "synthetic" and "lookup" in cfg.tasks:
             extra = [p["text"] for p in world_from_config(cfg).passages()]
         records = TaskSource(builder, TRAIN).records()
+        extra += fc_tokenizer_texts(records, describe_functions, answer_style)
         train_demo_tokenizer(out, tokenizer_texts(records, tools, extra), cfg.demo_vocab_size)
     return load_tokenizer(out)
 

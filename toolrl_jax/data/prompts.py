@@ -16,7 +16,12 @@ TOOL_USAGE = {
 }
 
 
-def system_prompt(tools: Sequence[str]) -> str:
+# AutoTool's auto-think template (``sft.mode_tag``): the reply opens with its mode tag
+# (data/modes.py). Appended to the system prompt of SFT, RL and evaluation alike.
+MODE_TAG_INSTRUCTION = "Start with <think>reasoning</think>, or <think></think> to answer directly."
+
+
+def system_prompt(tools: Sequence[str], mode_tag: bool = False) -> str:
     """Short on purpose: tiny demo models pay for every prompt token."""
     unknown = [t for t in tools if t not in TOOL_USAGE]
     if unknown:
@@ -25,12 +30,15 @@ def system_prompt(tools: Sequence[str]) -> str:
     if tools:
         usage = ", ".join(TOOL_USAGE[t] for t in tools)
         text += f" You may first call a tool: {usage}. Its output comes back in <result></result>."
+    if mode_tag:
+        text += " " + MODE_TAG_INSTRUCTION
     return text
 
 
-def prompt_messages(question: str, tools: Sequence[str]) -> tuple[dict[str, str], ...]:
+def prompt_messages(question: str, tools: Sequence[str],
+                    mode_tag: bool = False) -> tuple[dict[str, str], ...]:
     return (
-        {"role": "system", "content": system_prompt(tools)},
+        {"role": "system", "content": system_prompt(tools, mode_tag)},
         {"role": "user", "content": question},
     )
 
@@ -48,14 +56,18 @@ def function_call_instructions(answer_style: str = "tag") -> str:
 
 
 def function_prompt_messages(record: Mapping[str, Any], *, describe: FunctionsPrompt | None,
-                             answer_style: str = "tag") -> tuple[dict[str, str], ...]:
+                             answer_style: str = "tag",
+                             mode_tag: bool = False) -> tuple[dict[str, str], ...]:
     """The chat of a function-calling record. ``describe`` renders the item's functions as the
     call syntax's own instructions (the demo tokenizer); None when the chat template renders them
-    itself (``apply_chat_template(..., tools=...)``, Qwen2.5 / Llama-3.1)."""
+    itself (``apply_chat_template(..., tools=...)``, Qwen2.5 / Llama-3.1). ``mode_tag``: ask for
+    the auto-think mode tag (:data:`MODE_TAG_INSTRUCTION`)."""
     meta = record.get("metadata") or {}
     messages = [dict(m) for m in meta.get("messages") or
                 [{"role": "user", "content": record["question"]}]]
     system = function_call_instructions(answer_style)
+    if mode_tag:
+        system += " " + MODE_TAG_INSTRUCTION
     if describe is not None:
         system = describe(meta.get("tools") or []) + "\n\n" + system
     if messages and messages[0]["role"] == "system":

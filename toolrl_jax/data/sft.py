@@ -43,7 +43,8 @@ def make_sft_example(
     output; :func:`~toolrl_jax.data.trajectories.tool_renderer` runs the real tools).
     ``mode_tag``: open the target with AutoTool's auto-think mode tag
     (:func:`toolrl_jax.data.modes.tag_completion`: the empty ``<think></think>`` for short, the
-    trajectory's own leading think block for long), so the model learns to choose a mode first.
+    trajectory's own leading think block for long), so the model learns to choose a mode first,
+    and ask for the tag in the system prompt as RL and evaluation prompts then do.
     """
     mode = choose_mode(policy, item_id=record["id"], difficulty=record["difficulty"],
                        p_long=p_long, seed=seed)
@@ -54,7 +55,7 @@ def make_sft_example(
         text = tag_completion(text, mode)
     return SFTExample(
         id=record["id"],
-        messages=prompt_messages(record["question"], tools),
+        messages=prompt_messages(record["question"], tools, mode_tag),
         segments=split_segments(text, render_result),
         mode=mode,
     )
@@ -81,7 +82,7 @@ def encode_sft_example(tokenizer: Any, example: SFTExample) -> dict[str, Any]:
     Returns ``tokens`` int32 [T], ``loss_mask`` int8 [T], ``segment_kinds`` int8 [T] (0 prompt,
     1 model, 2 tool result), ``prompt_len``, ``mode``, ``is_short`` and ``id``.
     """
-    prompt = encode_prompt(tokenizer, example.messages)
+    prompt = encode_prompt(tokenizer, example.messages, example.tools or None)
     pieces, masks, kinds = [prompt], [np.zeros(len(prompt), np.int8)], [np.zeros(len(prompt))]
     for segment in example.segments:
         ids = np.asarray(tokenizer.encode(segment.text, add_special_tokens=False), np.int32)

@@ -61,6 +61,9 @@ class SFTExample:
     messages: tuple[Mapping[str, str], ...]  # system + user, for tokenizer.apply_chat_template
     segments: tuple[Segment, ...]
     mode: Mode
+    # Function specs the chat template renders (``apply_chat_template(tools=...)``): a
+    # function-calling item prompted through a template that reads tools; empty otherwise.
+    tools: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def completion(self) -> str:

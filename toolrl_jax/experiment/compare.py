@@ -5,10 +5,12 @@ Layout of the work dir::
     sft_policy/, eval_sft.json            the shared starting point and its evaluation
     runs/<recipe>_s<seed>/                one RL run each (metrics.jsonl, checkpoints, rl_policy,
                                           eval_rl.json) — resumable one by one
-    compare.md, plots/compare_*.png       the table (mean ± spread over seeds) and curves
+    compare.md, plots/compare_*.png       the tables (mean ± spread over seeds) and curves
 
 Every run gets the same data, prompts per step, group size, steps and seeds; only ``rl.recipe``
-(and ``train.seed``) differ, so differences in the table are the recipes' doing.
+(and ``train.seed``) differ, so differences in the table are the recipes' doing — and the tool
+settings of a recipe's released code (``config/tools.py:RECIPE_TOOL_PRESETS``: TAO-RL fails a
+Python call that wrote to stderr), for which a run gets its own executor over the same tools.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from collections import defaultdict
 
 import numpy as np
 
+from toolrl_jax.config import Config
 from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import METRICS_FILE, MetricsLogger, read_metrics
 from toolrl_jax.experiment.phases import global_resume_step, run_eval, run_rl, run_sft
-from toolrl_jax.experiment.report import markdown_table, plot_series, write_report
+from toolrl_jax.experiment.report import eval_tables, markdown_table, plot_series, write_report
+from toolrl_jax.tools import PythonTool, ToolExecutor
 
 # (column, bucket in the eval summary, metric in that bucket)
 TABLE = (
@@ -33,6 +37,7 @@ TABLE = (
     ("calls_easy", "easy", "tool_calls"),
     ("tokens/problem", "all", "tokens"),
     ("acc/100tok", "all", "acc_per_100_tokens"),
+    ("think rate", "all", "think_rate"),
     ("ΔH<0 share", "all", "entropy_reducing_share"),
 )
 CURVES = ("rollout/accuracy", "rollout/tool_calls", "rollout/entropy/model", "rollout/response_len",
@@ -97,18 +102,46 @@ def run_compare(exp: Experiment) -> str:
                 rl=dataclasses.replace(cfg.rl, recipe=recipe),
                 train=dataclasses.replace(cfg.train, seed=seed))
             sub = exp.derive(run_cfg, exp.workdir / "runs" / name)
+            own = recipe_executor(exp, run_cfg)
+            if own is not None:
+                sub = dataclasses.replace(sub, executor=own)
             print(f"== {name}", flush=True)
-            with MetricsLogger(str(sub.workdir), start_step=global_resume_step(sub),
-                               loggers=run_cfg.train.loggers, run_name=run_cfg.name) as log:
-                rl_dir = run_rl(sub, log, init_dir=str(sft_dir))
-            evals.setdefault(recipe, []).append(run_eval(sub, str(rl_dir), "rl"))
+            try:
+                with MetricsLogger(str(sub.workdir), start_step=global_resume_step(sub),
+                                   loggers=run_cfg.train.loggers, run_name=run_cfg.name) as log:
+                    rl_dir = run_rl(sub, log, init_dir=str(sft_dir))
+                evals.setdefault(recipe, []).append(run_eval(sub, str(rl_dir), "rl"))
+            finally:
+                if own is not None:
+                    own.close()
             curves.setdefault(recipe, []).append(read_metrics(str(sub.workdir / METRICS_FILE)))
     return write_compare_report(exp, sft_eval, evals, curves)
 
 
+def recipe_executor(exp: Experiment, run_cfg: Config) -> ToolExecutor | None:
+    """An executor for one run whose recipe sets the Python tool otherwise than the shared one
+    (``tools.python.stderr_fails`` left None: TAO-RL's preset turns it on), over the same tools
+    and sandbox; None when the shared executor already fits (or runs no Python)."""
+    shared = exp.executor
+    python = shared.tools.get("python")
+    if not isinstance(python, PythonTool):
+        return None
+    want = run_cfg.tools.for_recipe(run_cfg.rl.recipe).python.stderr_fails
+    if want == python.cfg.stderr_fails:
+        return None
+    tool = PythonTool(dataclasses.replace(python.cfg, stderr_fails=want), plan=python.plan)
+    return ToolExecutor({**shared.tools, "python": tool}, max_workers=run_cfg.tools.max_workers,
+                        call_timeout_s=shared.call_timeout_s,
+                        max_result_chars=shared.max_result_chars, cache=shared.cache,
+                        tool_names=shared.tool_names)
+
+
 def write_compare_report(exp: Experiment, sft_eval: dict, evals: dict, curves: dict) -> str:
     cfg = exp.cfg
-    tasks = [t for t in sft_eval if t not in ("all", "easy", "hard", "_meta")]
+    # Task buckets (summarize's group "task"; files from before groups: by name).
+    tasks = [t for t, v in sft_eval.items()
+             if isinstance(v, dict) and v.get("group", "task") == "task"
+             and t not in ("all", "easy", "hard", "benchmarks", "think_modes", "_meta")]
     rows = table_rows(sft_eval, evals, tasks)
     columns = ["method", "seeds"] + [c for c, _, _ in TABLE] + [f"acc_{t}" for t in tasks]
     series = {recipe: mean_curves(runs, CURVES) for recipe, runs in curves.items()}
@@ -123,6 +156,7 @@ def write_compare_report(exp: Experiment, sft_eval: dict, evals: dict, curves: d
         f"evaluation: greedy, {sft_eval['all']['items']} items. Cells: mean ± std over seeds. "
         "acc/100tok = accuracy per 100 generated tokens (accuracy per compute unit); "
         "ΔH<0 share = share of tool calls after which the model's entropy fell.")
+    extra = eval_tables({"sft (start)": [sft_eval], **evals})  # per think mode / benchmark
     return write_report(str(exp.workdir), f"Method comparison — {cfg.name}", intro,
-                        [("Held-out results", markdown_table(rows, columns))], plots,
+                        [("Held-out results", markdown_table(rows, columns)), *extra], plots,
                         filename="compare.md")

@@ -20,6 +20,7 @@ from etils import epath
 
 from toolrl_jax.buckets import round_up
 from toolrl_jax.config import Config, ConfigError, to_dict
+from toolrl_jax.data.fc_warmup import describe_functions_of
 from toolrl_jax.data.prepare import prepare_corpus, prepare_dataset, prepare_tokenizer
 from toolrl_jax.experiment import workdir as wd
 from toolrl_jax.models.decoder import init_sharded
@@ -74,7 +75,7 @@ def _prepare_files(cfg: Config, workdir: epath.Path, scratch: Path):
     if wd.is_uri(cfg.data.tokenizer):
         data_cfg = dataclasses.replace(cfg.data, tokenizer=str(tok_dir))
     builder = prepare_dataset(data_cfg, scratch)
-    tools_cfg = cfg.tools
+    tools_cfg = cfg.tools.for_recipe(cfg.rl.recipe)  # e.g. TAO-RL's "stderr fails a call"
     if "search" in tools_cfg.enabled and tools_cfg.search.corpus_path == GENERATED_CORPUS:
         corpus = prepare_corpus(data_cfg, scratch)
         if corpus is None:
@@ -82,7 +83,9 @@ def _prepare_files(cfg: Config, workdir: epath.Path, scratch: Path):
                               "config.data.source='synthetic' with 'lookup' in config.data.tasks")
         tools_cfg = dataclasses.replace(
             tools_cfg, search=dataclasses.replace(tools_cfg.search, corpus_path=str(corpus)))
-    tokenizer = prepare_tokenizer(data_cfg, scratch, builder, tools_cfg.enabled)
+    syntax = build_syntax(tools_cfg)  # function-calling prompts describe functions its way
+    tokenizer = prepare_tokenizer(data_cfg, scratch, builder, tools_cfg.enabled,
+                                  describe_functions_of(syntax), syntax.answer_style)
     if len(tokenizer) > cfg.model.vocab_size:
         raise ConfigError(f"config.model.vocab_size={cfg.model.vocab_size} is smaller than the "
                           f"tokenizer's {len(tokenizer)} tokens")

@@ -26,7 +26,7 @@ from toolrl_jax.config import OptimConfig
 from toolrl_jax.data.function_calling import read_eval_file
 from toolrl_jax.data.pipeline import prompt_loader, sft_loader
 from toolrl_jax.data.trajectories import template_renderer, tool_renderer
-from toolrl_jax.eval.runner import evaluate
+from toolrl_jax.eval.runner import ThinkSetting, by_think_mode, evaluate, result_lines
 from toolrl_jax.experiment import workdir as wd
 from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import MetricsLogger, save_rollouts
@@ -38,7 +38,7 @@ from toolrl_jax.sharding import from_lead, is_lead_process, sync_processes
 from toolrl_jax.train.checkpoint import Checkpointer, saved_steps
 from toolrl_jax.train.rl_loop import RLTrainer
 from toolrl_jax.train.state import make_optimizer
-from toolrl_jax.train.steps import build_step, jit_step, sft_loss_fn
+from toolrl_jax.train.steps import LogitHead, build_step, jit_step, sft_loss_fn
 
 DONE_MARKER = "DONE"
 SFT_KEYS = ("sft/nll", "policy/entropy", "train/grad_norm")
@@ -111,7 +111,9 @@ def run_sft(exp: Experiment, logger: MetricsLogger | None) -> epath.Path:
     policy, state = exp.init_policy(tx)
     loader = sft_loader(cfg.data, exp.builder, batch_size=sc.batch_size, seed=cfg.train.seed,
                         tools=exp.tool_names, tokenizer=exp.tokenizer,
-                        render_result=_sft_renderer(exp))
+                        render_result=_sft_renderer(exp), mode_tag=sc.mode_tag,
+                        describe_functions=_describe_functions(exp.syntax),
+                        answer_style=exp.syntax.answer_style)
     it = iter(loader)
     ckpt = Checkpointer(exp.workdir / "checkpoints" / "sft", keep=cfg.train.keep_checkpoints,
                         save_interval_steps=cfg.train.checkpoint_every)
@@ -128,7 +130,9 @@ def run_sft(exp: Experiment, logger: MetricsLogger | None) -> epath.Path:
             if length not in steps_by_len:
                 steps_by_len[length] = jit_step(
                     build_step(policy, tx, sft_loss_fn(cfg.train.logit_chunk),
-                               micro_batches=micro, schedule=schedule), state, exp.mesh, batch)
+                               micro_batches=micro, schedule=schedule,
+                               block_bytes=LogitHead.from_config(cfg).block_bytes()),
+                    state, exp.mesh, batch)
             state, metrics = steps_by_len[length](state, batch)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             _log(logger, progress, step + 1, step + 1, metrics, SFT_KEYS[:2])
@@ -159,7 +163,10 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
                         ref_params=ref)
     loader = prompt_loader(cfg.data, exp.builder, split="train",
                            batch_size=cfg.rollout.prompts_per_step, seed=cfg.train.seed,
-                           tools=exp.tool_names, tokenizer=exp.tokenizer)
+                           tools=exp.tool_names, tokenizer=exp.tokenizer,
+                           mode_tag=cfg.sft.mode_tag,  # prompts as the warm-up asked
+                           describe_functions=_describe_functions(exp.syntax),
+                           answer_style=exp.syntax.answer_style)
     it = iter(loader)
     ckpt = Checkpointer(exp.workdir / "checkpoints" / "rl", keep=cfg.train.keep_checkpoints,
                         save_interval_steps=cfg.train.checkpoint_every)
@@ -206,35 +213,35 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
                         seed=cfg.train.seed + 1)
     prompting = dict(tools=exp.tool_names, tokenizer=exp.tokenizer,
                      describe_functions=_describe_functions(exp.syntax),
-                     answer_style=exp.syntax.answer_style)
+                     answer_style=exp.syntax.answer_style, mode_tag=cfg.sft.mode_tag)
+    files = {bench: read_eval_file(file) for bench, file in ec.file_map().items()}
 
-    def run(source=None) -> dict:
+    def run(think: ThinkSetting, source=None) -> dict:
         loader = prompt_loader(cfg.data, exp.builder, split=ec.split,
                                batch_size=ec.prompts_per_batch, seed=cfg.train.seed,
                                source=source, **prompting)
         return evaluate(engine, state["params"], loader, exp.syntax, samples=samples,
                         seq_len=exp.train_seq_len, max_calls=cfg.rollout.max_tool_calls,
-                        max_items=ec.max_items or None)
+                        max_items=ec.max_items or None, think=think)
+
+    def run_mode(think: ThinkSetting) -> dict:
+        result = run(think) if ec.eval_split_too or not files else {}
+        if files:
+            result["benchmarks"] = {bench: run(think, records) for bench, records in files.items()}
+            if "all" not in result:  # only files: "all" is the first benchmark's (reports read it)
+                result["all"] = next(iter(result["benchmarks"].values()))["all"]
+        return result
 
     t0 = time.perf_counter()
     with jax.set_mesh(exp.mesh):
-        result = run() if ec.eval_split_too or not ec.files else {}
-        benchmarks = {bench: run(read_eval_file(file)) for bench, file in ec.file_map().items()}
-    if benchmarks:
-        result["benchmarks"] = benchmarks
-        if "all" not in result:  # only files: "all" is the first benchmark's (reports read it)
-            result["all"] = next(iter(benchmarks.values()))["all"]
-    result["_meta"] = {"policy": str(policy_dir), "seconds": time.perf_counter() - t0}
+        result = by_think_mode({mode: run_mode(ThinkSetting.of(mode, exp.tokenizer))
+                                for mode in ec.think_modes})
+    result["_meta"] = {"policy": str(policy_dir), "seconds": time.perf_counter() - t0,
+                       "think_modes": list(ec.think_modes)}
     if is_lead_process():
         wd.write_text(path, json.dumps(result, indent=2))
-    print(f"eval[{name}]: accuracy={result['all']['accuracy']:.3f} "
-          f"calls={result['all']['tool_calls']:.2f} tokens={result['all']['tokens']:.1f}",
-          flush=True)
-    for bench, res in benchmarks.items():
-        cats = " ".join(f"{k}={v['accuracy']:.3f}" for k, v in res.items()
-                        if k not in ("all", "easy", "hard", "function_call"))
-        print(f"eval[{name}] {bench}: accuracy={res['all']['accuracy']:.3f} "
-              f"({res['all']['items']} items) {cats}", flush=True)
+    for line in result_lines(name, result):
+        print(line, flush=True)
     return result
 
 

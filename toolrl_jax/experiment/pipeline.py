@@ -9,9 +9,9 @@ from __future__ import annotations
 from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import METRICS_FILE, MetricsLogger, read_metrics
 from toolrl_jax.experiment.phases import RL_KEYS, SFT_KEYS, global_resume_step, run_eval, run_rl, run_sft
-from toolrl_jax.experiment.report import markdown_table, plot_curves, write_report
+from toolrl_jax.experiment.report import eval_tables, markdown_table, plot_curves, write_report
 
-COMPARE_METRICS = ("accuracy", "tool_calls", "tokens", "acc_per_100_tokens", "short_mode_frac",
+COMPARE_METRICS = ("accuracy", "tool_calls", "tokens", "acc_per_100_tokens", "think_rate",
                    "tool_success", "entropy_reducing_share")
 
 
@@ -74,8 +74,10 @@ def write_pipeline_report(exp: Experiment, sft_eval: dict, rl_eval: dict) -> str
              f" × {cfg.rollout.group_size} samples), evaluated greedily on "
              f"{rl_eval['all']['items']} held-out items ({meta.get('seconds', 0):.0f} s).\n\n"
              + verdict(sft_eval, rl_eval))
+    # Per think mode and per eval.files benchmark (per category), when there are any.
+    extra = eval_tables({"sft": [sft_eval], "rl": [rl_eval]})
     return write_report(str(exp.workdir), f"toolrl_jax report — {cfg.name}", intro,
-                        [("Held-out evaluation: SFT vs RL", table)], plots)
+                        [("Held-out evaluation: SFT vs RL", table), *extra], plots)
 
 
 def run_pipeline(exp: Experiment) -> str:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from toolrl_jax.eval.runner import results_by_mode
 from toolrl_jax.experiment import workdir as wd
 from toolrl_jax.experiment.metrics import METRICS_FILE, read_metrics
 
@@ -218,3 +220,102 @@ def write_metrics_report(
         cols = ["metric", "first", "last", "min", "max", "mean"]
         all_tables.append((f"Metrics over {len(rows)} steps", markdown_table(summary, cols)))
     return write_report(workdir, title, intro, all_tables, [("Training curves", png)] if drawn else [])
+
+
+# ------------------------------------------------------------------------ evaluation tables
+# Columns of the per-benchmark / per-mode tables (a bucket of eval_runner.summarize); avg@k and
+# pass@k are added when the evaluation sampled k > 1 completions per item.
+EVAL_COLUMNS = ("accuracy", "score", "tool_calls", "tokens", "think_rate")
+_AT_K = re.compile(r"^(avg|pass)@\d+$")
+_NOT_BUCKETS = ("benchmarks", "think_modes", "_meta")
+
+
+def _buckets(result: Mapping[str, Any]) -> list[str]:
+    """The result's buckets in table order: all, difficulties, categories, then tasks when more
+    than one (a single task's bucket repeats "all"). Files written before buckets carried their
+    ``group`` are read by name (easy / hard = difficulty, the rest = category)."""
+    def kind(name: str) -> str:
+        bucket = result[name]
+        default = "all" if name == "all" else ("difficulty" if name in ("easy", "hard")
+                                               else "category")
+        return bucket.get("group", default)
+
+    names = [k for k, v in result.items() if k not in _NOT_BUCKETS and isinstance(v, Mapping)]
+    by_kind = {g: [n for n in names if kind(n) == g] for g in ("all", "difficulty", "category",
+                                                               "task")}
+    tasks = by_kind["task"] if len(by_kind["task"]) > 1 else []
+    return by_kind["all"] + by_kind["difficulty"] + by_kind["category"] + tasks
+
+
+def _cell_of(values: list[Any]) -> Any:
+    """One run: the number itself; several (seeds): ``mean ± std`` over the finite ones."""
+    nums = [float(v) for v in values if _is_number(v) and math.isfinite(v)]
+    if not nums:
+        return None
+    if len(values) == 1:
+        return nums[0]
+    mean = sum(nums) / len(nums)
+    std = math.sqrt(sum((v - mean) ** 2 for v in nums) / len(nums))
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def _part(result: Mapping[str, Any], benchmark: str | None) -> Mapping[str, Any]:
+    return result.get("benchmarks", {}).get(benchmark, {}) if benchmark else result
+
+
+def eval_rows(evals: Mapping[str, Sequence[Mapping[str, Any]]],
+              benchmark: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows and columns of one evaluation table: one row per (policy, think mode, bucket) of
+    ``benchmark`` (None: the evaluation split), for ``evals`` = {policy: [eval_<policy>.json of
+    each seed]}. The mode column appears when some policy was evaluated in several modes."""
+    rows, at_k = [], set()
+    several = any(len(results_by_mode(runs[0])) > 1 for runs in evals.values() if runs)
+    for policy, runs in evals.items():
+        if not runs:
+            continue
+        per_run = [results_by_mode(r) for r in runs]
+        for mode in per_run[0]:
+            results = [_part(by_mode.get(mode, {}), benchmark) for by_mode in per_run]
+            for bucket in _buckets(results[0]):
+                cells = [r.get(bucket, {}) for r in results]
+                row = {"policy": policy, "mode": mode, "bucket": bucket,
+                       "items": cells[0].get("items")}
+                keys = [k for k in cells[0] if _AT_K.match(k)]
+                at_k.update(keys)
+                for metric in (*EVAL_COLUMNS, *keys):
+                    row[metric] = _cell_of([c.get(metric) for c in cells])
+                rows.append(row)
+    at = sorted(at_k, key=lambda k: (int(k.split("@")[1]), k))
+    columns = ["policy", *(["mode"] if several else []), "bucket", "items", "accuracy", *at,
+               *EVAL_COLUMNS[1:]]
+    return rows, columns
+
+
+def eval_tables(evals: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[str, str]]:
+    """``(heading, table)`` pairs for report.md / compare.md: the evaluation split per think mode
+    and category (when several modes ran or the split has categories: the all / easy / hard
+    summary of one mode is the callers' own table) and every benchmark of ``eval.files`` per
+    category — accuracy, avg@k / pass@k, score (F1 for QA), tool calls, tokens and thinking
+    rate, per policy (cells mean ± std when a policy has several seeds)."""
+    first = next((runs[0] for runs in evals.values() if runs), None)
+    if first is None:
+        return []
+    tables = []
+    top = results_by_mode(first)
+    split = next(iter(top.values()))
+    split_buckets = _buckets(split)
+    # Only files evaluated: the split's "all" is the first benchmark's (phases.run_eval).
+    has_split = not (split.get("benchmarks") and split_buckets == ["all"])
+    finer = [b for b in split_buckets if b not in ("all", "easy", "hard")]
+    if has_split and (len(top) > 1 or finer):
+        rows, columns = eval_rows(evals)
+        tables.append(("Evaluation split per think mode and category", markdown_table(rows, columns)))
+    names: list[str] = []
+    for runs in evals.values():
+        for run in runs:
+            for res in results_by_mode(run).values():
+                names += [n for n in res.get("benchmarks", {}) if n not in names]
+    for name in names:
+        rows, columns = eval_rows(evals, name)
+        tables.append((f"Benchmark `{name}`", markdown_table(rows, columns)))
+    return tables

@@ -145,7 +145,8 @@ def _drop_void_turn(reward_B, x: RewardInputs, group_size: int) -> np.ndarray:
 
 @FILTERS.register("zero_variance", drops_groups=True)
 def _drop_zero_variance(reward_B, x: RewardInputs, group_size: int) -> np.ndarray:
-    """DAPO dynamic sampling / AutoTool refinement: groups whose rewards are all equal (A = 0)."""
+    """DAPO dynamic sampling, online at every step (also in the ``autotool`` preset): groups whose
+    rewards are all equal (A = 0). AutoTool's offline refinement is ``data/labels.py:refine``."""
     return uniform_groups(reward_B, group_size)
 
 

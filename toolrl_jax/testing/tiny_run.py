@@ -44,6 +44,21 @@ TINY_OVERRIDES = {
 }
 
 
+# Function-calling configs on top of TINY_OVERRIDES: their prompts list every function's JSON spec
+# (up to ~520 tokens with a 1024-token demo BPE; ~760 with the 400-token one), so the tiny prompt
+# and warm-up budgets would drop or refuse every item.
+FUNCTION_CALLING_OVERRIDES = {
+    "data.demo_vocab_size": 1024,
+    "model.vocab_size": 1024,
+    "data.sft_max_len": 640,
+    "rollout.max_prompt_len": 544,
+    "rollout.max_cache_len": 640,
+    "model.max_position": 1024,
+}
+# Shipped configs that need more than TINY_OVERRIDES, by file name.
+CONFIG_OVERRIDES = {"autotool_fc.py": FUNCTION_CALLING_OVERRIDES}
+
+
 def tiny_overrides(workdir: str, **extra) -> dict:
     """Overrides for ``toolrl_jax.config.load``; keys a config lacks are skipped by the caller."""
     return {**TINY_OVERRIDES, "workdir": workdir, **extra}

@@ -4,6 +4,7 @@ Status mapping (what filters and metrics see):
 
 * ``ok`` — exit 0 with output; ``empty`` — exit 0 but nothing printed (the model learns nothing);
 * ``error`` — an exception (the traceback is the text), a crash, or output past the capture cap;
+  with ``stderr_fails`` also any call that wrote to stderr (TAO-RL), its output shown as usual;
 * ``timeout`` — the wall-clock limit or the CPU-time rlimit was hit;
 * ``invalid_call`` — no ``code`` argument or only whitespace.
 """
@@ -73,6 +74,8 @@ class PythonTool:
             status = ToolStatus.ERROR
             if not text:
                 text = f"process exited with status {out.returncode}"
+        elif self.cfg.stderr_fails and out.stderr_bytes:
+            status = ToolStatus.ERROR
         elif not text:
             status = ToolStatus.EMPTY
             text = "(no output: use print() to show results)"

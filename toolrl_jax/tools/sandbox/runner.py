@@ -3,13 +3,25 @@
 The trainer-side half of the sandbox: the code's home (bwrap: a memfd that bubblewrap copies into
 the call's own tmpfs, with a memfd for the seccomp program, so nothing of the call touches the
 host's disk; the weaker backends: a fresh host temp dir, deleted afterwards), a scrubbed
-environment, a new session/process group, stdout+stderr read through one pipe with a byte cap (a
-100 MB print costs at most ``capture_bytes`` of memory; the program is stopped when it exceeds the
-cap), and a wall-clock deadline after which the whole process group gets SIGKILL (under bwrap the
-code's own session dies with it: bubblewrap's init is pid 1 of the call's pid namespace, and the
-kernel kills a namespace whose pid 1 is gone). Nothing here runs untrusted code in this process:
-``subprocess`` forks and execs in C (no ``preexec_fn``, which is unsafe with threads), including
-the switch to the sandbox uid.
+environment, a new session/process group, stdout and stderr read through one pipe (two with
+``stderr_fails``) with a byte cap on both together (a 100 MB print costs at most
+``capture_bytes`` of memory; the program is stopped when it exceeds the cap), and a wall-clock
+deadline after which the whole process group gets SIGKILL (under bwrap the code's own session dies
+with it: bubblewrap's init is pid 1 of the call's pid namespace, and the kernel kills a namespace
+whose pid 1 is gone). Nothing here runs untrusted code in this process: ``subprocess`` forks and
+execs in C (no ``preexec_fn``, which is unsafe with threads), including the switch to the sandbox
+uid.
+
+Why one pipe, and two with ``stderr_fails``: one pipe shared by stdout and stderr keeps every
+write in the order the code made it (the code runs unbuffered, ``python -u``), which is what the
+model should see — but it cannot tell whether stderr was written, which TAO-RL's rule (a call that
+wrote anything to stderr failed) needs. Two pipes read in arrival order do not keep that order:
+epoll reports a pipe once however many writes it holds, so ``print; warn; print`` came back as
+``print, print, warn`` in 28 of 40 runs (measured under bwrap) — and differently from run to run,
+which a tool cache or a rerun would notice. So with ``stderr_fails`` the streams are kept apart
+and shown stdout first, then stderr: deterministic, and exact for the usual failure (prints, then
+a traceback or a warning at the end), like TAO-RL's own sandbox, which returns the two streams
+separately.
 """
 
 from __future__ import annotations
@@ -33,7 +45,12 @@ _READ_CHUNK = 65536
 
 @dataclasses.dataclass(frozen=True)
 class SandboxOutcome:
-    output: str  # stdout and stderr interleaved, decoded (invalid UTF-8 replaced), capped
+    # stdout and stderr as written (one pipe), or stdout then stderr (stderr_fails); decoded
+    # (invalid UTF-8 replaced), capped
+    output: str
+    # Bytes read from stderr before the code ended or was stopped; None: stderr shared stdout's
+    # pipe (stderr_fails off), so it was not told apart.
+    stderr_bytes: int | None
     returncode: int | None  # None when we killed it
     timed_out: bool  # the wall-clock deadline passed
     output_overflow: bool  # more than capture_bytes were printed; the program was stopped
@@ -132,34 +149,37 @@ def _run(plan: SandboxPlan, cmd: list[str], cfg: PythonToolConfig, *, cwd: str,
     if plan.uid is not None:
         ids = {"user": plan.uid, "group": plan.uid, "extra_groups": []}
     start = time.monotonic()
+    split = bool(cfg.stderr_fails)  # see the module docstring
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if split else subprocess.STDOUT,
         cwd=cwd, env=env, start_new_session=True, close_fds=True, pass_fds=pass_fds, **ids,
     )
     deadline = start + cfg.timeout_s
-    chunks: list[bytes] = []
+    chunks: dict[bool, list[bytes]] = {False: [], True: []}  # by "is stderr"
     size = 0
     timed_out = overflow = False
     try:
         with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            fd = proc.stdout.fileno()
-            while True:
+            sel.register(proc.stdout, selectors.EVENT_READ, data=False)
+            if split:
+                sel.register(proc.stderr, selectors.EVENT_READ, data=True)
+            while sel.get_map() and not overflow:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     timed_out = True
                     break
-                if not sel.select(timeout=remaining):
-                    continue
-                data = os.read(fd, _READ_CHUNK)
-                if not data:  # EOF: every writer (the code and its children) is gone
-                    break
-                keep = cfg.capture_bytes - size
-                chunks.append(data[:keep])
-                size += min(len(data), keep)
-                if len(data) > keep:
-                    overflow = True
-                    break
+                for key, _ in sel.select(timeout=remaining):
+                    data = os.read(key.fd, _READ_CHUNK)
+                    if not data:  # EOF: every writer of this pipe (the code, its children) is gone
+                        sel.unregister(key.fileobj)
+                        continue
+                    keep = cfg.capture_bytes - size  # one cap over both streams
+                    chunks[key.data].append(data[:keep])
+                    size += min(len(data), keep)
+                    if len(data) > keep:
+                        overflow = True
+                        break
         returncode = None
         if not (timed_out or overflow):
             try:
@@ -171,12 +191,15 @@ def _run(plan: SandboxPlan, cmd: list[str], cfg: PythonToolConfig, *, cwd: str,
         _kill_group(proc)
         proc.wait()
         proc.stdout.close()
+        if split:
+            proc.stderr.close()
     elapsed = time.monotonic() - start
     sig = None
     if returncode is not None:
         sig = _signal_of(plan, returncode)
     return SandboxOutcome(
-        output=b"".join(chunks).decode("utf-8", errors="replace"),
+        output=b"".join(chunks[False] + chunks[True]).decode("utf-8", errors="replace"),
+        stderr_bytes=sum(map(len, chunks[True])) if split else None,
         returncode=returncode,
         timed_out=timed_out,
         output_overflow=overflow,
