@@ -11,6 +11,7 @@ from the GGUF (``model.init_from`` and ``data.tokenizer`` both name it). Its tem
 model here. Items: the held-out quarter of the GSM8K test file (``data.gsm8k_path``, hash-split,
 350 items), the first ``eval.max_items`` of them (0: all); ``eval_policy.json`` in the work dir holds
 accuracy, calls and tokens per item, and the wall time. Measured numbers: README, "SmolLM2".
+The same model on BFCL's single-turn categories: ``configs/smollm2_bfcl.py``.
 """
 
 import os
