@@ -13,11 +13,15 @@ devices (a data-parallel mesh, one XLA:CPU program per core).
 
 * ``ratio_vs_hf``: batch 64, 16-token prompts, 128 new tokens (no stop), our tokens/s over
   transformers' ``generate`` on the same weights (written with ``save_hf``).
+* ``devices_speedup``: the same engine with its rows over ``--devices`` host devices against all
+  rows on one device (the ``--devices`` default, 2 on a 2-core host, is this measurement's
+  choice: XLA:CPU already spreads one program's matmuls over threads, so the split has to
+  earn its place).
 * ``tool_overhead``: one calculator call per row half-way, against the same 64+64 segmentation
   without the call.
 * (a) ``continuous_vs_lockstep``: 256 rows in 32 slots with per-row budgets from a Pareto tail
   (median ~20, max 256 tokens): continuous batching (a finished row's slot is refilled at once;
-  the last rows drain in a quarter-size cache) against lockstep waves of 32 rows that each run
+  the last rows drain down a ladder of quarter-size caches) against lockstep waves of 32 rows that each run
   the full batch until their longest row ends — the same trajectories, token for token.
   ``idle_slots``: the share of all slot-steps that sampled nothing; ``idle_slots_while_waiting``:
   the same, counted only while rows were still waiting for a slot (the scheduler's own loss:
@@ -31,7 +35,7 @@ devices (a data-parallel mesh, one XLA:CPU program per core).
   ``benchmarks/tunix_sampler_run.py`` in its own venv (``n/a`` without one); ours on one device
   while also matching two-token stop tags and recording every token's entropy.
 
-Final line: ``ratio_vs_hf=<x> tool_overhead=<y> continuous_vs_lockstep=<z> idle_slots=<f>
+Final line: ``ratio_vs_hf=<x> devices_speedup=<d> tool_overhead=<y> continuous_vs_lockstep=<z> idle_slots=<f>
 idle_slots_while_waiting=<f> async_tool_overhead=<g> ratio_vs_tunix=<r|n/a>``.
 """
 
@@ -430,6 +434,9 @@ def main():
                 "ours": engine_runner(make_engine(graphdef, b, n, seg, NoCalls(), 0, cw, mesh=mesh),
                                       params, prompts),
                 "hf": hf_runner(d, prompts, n),
+                **({"one_device": engine_runner(make_engine(graphdef, b, n, seg, NoCalls(), 0,
+                                                            cw, mesh=None), params, prompts)}
+                   if args.devices > 1 else {}),
                 # Segments of n/2, one call per row at the end of the first one.
                 "two_segments": engine_runner(make_engine(graphdef, b, n, half, NoCalls(), 1, cw,
                                                           mesh=mesh), params, prompts),
@@ -447,6 +454,11 @@ def main():
         assert trajs[0].calls[0].output == "97406826", trajs[0].calls[0].output
         ours_tps, hf_tps = b * n / ours_s, b * n / hf_s
         results["ratio_vs_hf"] = f"{ours_tps / hf_tps:.2f}"
+        if "one_device" in best:
+            one_s = best["one_device"][0]
+            results["devices_speedup"] = f"{one_s / ours_s:.2f}"
+            print(f"ours on 1 device       : {one_s:7.3f} s  {b * n / one_s:10.0f} tokens/s  "
+                  f"(rows over {args.devices} devices: {one_s / ours_s:.2f}x)")
         results["tool_overhead"] = f"{tool_s / base_s - 1:.3f}"
         print(f"ours (jax engine)      : {ours_s:7.3f} s  {ours_tps:10.0f} tokens/s  "
               f"({ours_s / n * 1e3:.2f} ms per decode step)")
