@@ -36,6 +36,17 @@ def _reference(q, k, v, lengths):
     return np.asarray(grouped_attention(q, k, v, jnp.asarray(allowed)))
 
 
+def test_float64_resolves_to_reference_and_refuses_fp32_softmax_kernels():
+    """Every fused kernel takes its softmax in fp32: a float64 model gets the reference code,
+    and naming a fused kernel for it is an error, not a silent fp32 softmax. (Only the dtype is
+    read, so a numpy array stands in: this process runs without x64.)"""
+    q = np.zeros((2, 128, 4, 128), np.float64)
+    assert resolve_attention("auto", q, 2) == resolve_attention("reference", q, 2) == "reference"
+    for impl in ("xla", "cudnn", "splash"):
+        with pytest.raises(ValueError, match="softmax in fp32.*use 'reference'"):
+            resolve_attention(impl, q, 2)
+
+
 @pytest.mark.parametrize("impl", ["auto", "xla", "reference"])
 def test_fast_path_matches_reference_fp32(impl):
     q, k, v = _qkv()

@@ -45,8 +45,10 @@ class ModelConfig:
     tie_embeddings: bool = False
     qkv_bias: bool = True  # Qwen2 has q/k/v biases; Llama has none
     max_position: int = 2048
-    param_dtype: Literal["float32", "bfloat16"] = "float32"
-    dtype: Literal["float32", "bfloat16"] = "float32"  # activation / compute dtype
+    # "float64" (both need jax_enable_x64; the model refuses to build without it) is for
+    # precision checks against float64 references, e.g. tests/models/test_gguf.py.
+    param_dtype: Literal["float32", "bfloat16", "float64"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float64"] = "float32"  # activation / compute dtype
     init_from: str = ""  # HF checkpoint dir or .gguf file to load; empty = random init
     # Full-forward attention kernel (models/layers.py:causal_attention). "auto": cuDNN flash
     # attention on GPU when dtype/shapes allow, Pallas splash attention on TPU when shapes allow,

@@ -39,9 +39,11 @@ from toolrl_jax.models.layers import (
     MLP,
     Attention,
     RMSNorm,
+    at_least_fp32,
     causal_attention,
     grouped_attention,
     param,
+    require_x64,
     rope_inv_freq,
     rope_tables,
 )
@@ -150,6 +152,7 @@ class Decoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, remat: str = "none"):
         if remat not in REMAT_POLICIES:
             raise ValueError(f"remat={remat!r} is not one of {list(REMAT_POLICIES)}")
+        require_x64(cfg)
         self.cfg = cfg
         self.remat = remat
         pdt = DTYPES[cfg.param_dtype]
@@ -176,7 +179,8 @@ class Decoder(nnx.Module):
     def _inv_freq(self) -> jax.Array:
         # Derived from the config, not stored: it is a compile-time constant, not a parameter.
         c = self.cfg
-        return rope_inv_freq(c.resolved_head_dim, c.rope_theta, c.rope_scaling)
+        return rope_inv_freq(c.resolved_head_dim, c.rope_theta, c.rope_scaling,
+                             at_least_fp32(DTYPES[c.dtype]))
 
     # ------------------------------------------------------------------ heads
     def lm_head_weight(self) -> jax.Array:
@@ -187,7 +191,7 @@ class Decoder(nnx.Module):
 
     def logits(self, hidden_BTD) -> jax.Array:
         w = self.lm_head_weight()
-        return (hidden_BTD @ w.astype(hidden_BTD.dtype)).astype(jnp.float32)
+        return (hidden_BTD @ w.astype(hidden_BTD.dtype)).astype(at_least_fp32(hidden_BTD.dtype))
 
     def _embed(self, tokens_BT):
         return jnp.take(self.embed_tokens[...], tokens_BT, axis=0).astype(DTYPES[self.cfg.dtype])
@@ -256,7 +260,7 @@ class Decoder(nnx.Module):
         return self.norm(x)
 
     def __call__(self, tokens_BT, attn_mask_BT=None, positions_BT=None) -> jax.Array:
-        """Logits ``[B, T, V]`` (fp32)."""
+        """Logits ``[B, T, V]`` (fp32; float64 for a float64 model)."""
         return self.logits(self.hidden(tokens_BT, attn_mask_BT, positions_BT))
 
     # ------------------------------------------------------------------ cached generation
@@ -306,7 +310,7 @@ class Decoder(nnx.Module):
         return self.norm(x), KVCache(tuple(new_k), tuple(new_v), lengths)
 
     def extend(self, tokens_BT, new_lens_B, cache: KVCache) -> tuple[jax.Array, KVCache]:
-        """Like :meth:`extend_hidden` but returns logits ``[B, T, V]`` (fp32)."""
+        """Like :meth:`extend_hidden` but returns logits ``[B, T, V]`` (as :meth:`__call__`)."""
         hidden, cache = self.extend_hidden(tokens_BT, new_lens_B, cache)
         return self.logits(hidden), cache
 

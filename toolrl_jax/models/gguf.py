@@ -215,8 +215,9 @@ class GGUFTensors(Mapping):
 def load_gguf(path: str, param_dtype: str = "float32", dtype: str | None = None,
               mesh: Mesh | None = None, *, scan_layers: bool = False,
               attention: str = "auto") -> Decoder:
-    """A GGUF file as a Decoder, with ``load_hf``'s arguments (weights dequantized to fp32, then
-    stored in ``param_dtype``)."""
+    """A GGUF file as a Decoder, with ``load_hf``'s arguments (weights dequantized to fp32, as
+    GGUF defines them and as transformers' import does, then stored in ``param_dtype``: the cast
+    to float64 is exact, so a float64 model holds exactly the fp32-dequantized values)."""
     reader = _reader(path)
     hf_config = hf_config_from_gguf(reader, path)
     cfg = model_config_from_hf(hf_config, param_dtype=param_dtype, dtype=dtype, path=path,

@@ -39,12 +39,14 @@ class CheckpointError(ValueError):
 
 
 # ----------------------------------------------------------------------------- config
-DTYPE_NAMES = ("float32", "bfloat16")
+# float64 is for precision checks (it needs jax_enable_x64: see layers.require_x64).
+DTYPE_NAMES = ("float32", "bfloat16", "float64")
 
 
 def check_dtype_name(dtype, what: str = "dtype") -> str:
-    """``dtype`` must be a name (``"float32"`` / ``"bfloat16"``), as in the config; a dtype object
-    such as ``jnp.float32`` is refused with a message saying what to pass instead."""
+    """``dtype`` must be a name (``"float32"`` / ``"bfloat16"`` / ``"float64"``), as in the
+    config; a dtype object such as ``jnp.float32`` is refused with a message saying what to pass
+    instead."""
     if not isinstance(dtype, str):
         raise TypeError(f"{what} must be a dtype name, one of {list(DTYPE_NAMES)}; got "
                         f"{dtype!r} (pass e.g. dtype='float32', not jnp.float32)")
@@ -218,8 +220,9 @@ def load_hf(path: str, param_dtype: str = "float32", dtype: str | None = None,
     ``param_dtype``: the dtype the weights are stored in (fp32 master weights by default);
     ``dtype``: the compute / activation dtype (None: ``param_dtype``), so a bf16-compute model
     with fp32 master weights is ``load_hf(path, "float32", "bfloat16")``. Both are dtype names
-    (``"float32"`` / ``"bfloat16"``), as in the config. ``scan_layers`` / ``attention`` are the
-    run's ``model.scan_layers`` / ``model.attention`` (config.json knows nothing of them).
+    (``"float32"`` / ``"bfloat16"`` / ``"float64"``, which needs ``jax_enable_x64``), as in
+    the config. ``scan_layers`` / ``attention`` are the run's ``model.scan_layers`` /
+    ``model.attention`` (config.json knows nothing of them).
     """
     if os.fspath(path).endswith(".gguf"):  # llama.cpp's format: own metadata, names, quantization
         from toolrl_jax.models.gguf import load_gguf

@@ -22,7 +22,23 @@ from flax import nnx
 from toolrl_jax.config import ModelConfig, RopeScalingConfig
 from toolrl_jax.sharding import mesh_axes_of
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
+
+
+def require_x64(cfg: ModelConfig) -> None:
+    """float64 params / compute need ``jax_enable_x64``: without it JAX silently makes every
+    float64 array float32, and a "float64" model would quietly be an fp32 one."""
+    if "float64" in (cfg.param_dtype, cfg.dtype) and not jax.config.read("jax_enable_x64"):
+        raise ValueError(
+            f"model param_dtype={cfg.param_dtype!r} / dtype={cfg.dtype!r} needs float64, which "
+            "JAX disables by default: set JAX_ENABLE_X64=1 in the environment, or call "
+            "jax.config.update('jax_enable_x64', True) before creating any array")
+
+
+def at_least_fp32(dtype):
+    """The dtype numerically sensitive steps (norms, RoPE, softmax, logits) run in: fp32 for
+    bf16 / fp32 activations, float64 for a float64 model (never narrower than the input)."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...], dtype, std: float):
@@ -38,7 +54,7 @@ class RMSNorm(nnx.Module):
 
     def __call__(self, x):
         # Normalise in fp32 as HF does, then cast back before scaling (matters for bf16 parity).
-        x32 = x.astype(jnp.float32)
+        x32 = x.astype(at_least_fp32(x.dtype))
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         # The weight is cast to the compute dtype too: fp32 master weights must not promote a
         # bf16 activation back to fp32 (every matmul after the norm would then run in fp32).
@@ -46,9 +62,11 @@ class RMSNorm(nnx.Module):
         return w * x32.astype(x.dtype)
 
 
-def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScalingConfig) -> jnp.ndarray:
-    """Inverse frequencies [hd/2], with Llama-3.1 piecewise scaling when configured."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScalingConfig,
+                  dtype=jnp.float32) -> jnp.ndarray:
+    """Inverse frequencies [hd/2] in ``dtype`` (fp32, or float64 for a float64 model), with
+    Llama-3.1 piecewise scaling when configured."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=dtype) / head_dim))
     if scaling.type == "none":
         return inv_freq
     # Llama-3: long wavelengths are divided by `factor`, short ones kept, medium ones interpolated.
@@ -74,10 +92,11 @@ def rope_tables(positions_BT, inv_freq, max_position: int | None = None):
     of evaluating cos and sin inside every layer's q and k rotation (XLA fuses the elementwise
     producer into each consumer: ~150 µs of a ~2 ms demo-model decode step on CPU).
     """
+    dt = inv_freq.dtype  # fp32, or float64 for a float64 model
     if max_position is None:
-        angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq[None, None, :]  # [B, T, hd/2]
+        angles = positions_BT.astype(dt)[..., None] * inv_freq[None, None, :]  # [B, T, hd/2]
         return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
-    table = jnp.arange(max_position, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # [P, hd/2]
+    table = jnp.arange(max_position, dtype=dt)[:, None] * inv_freq[None, :]  # [P, hd/2]
     idx = jnp.clip(positions_BT, 0, max_position - 1)
     return jnp.cos(table)[idx][:, :, None, :], jnp.sin(table)[idx][:, :, None, :]
 
@@ -85,14 +104,14 @@ def rope_tables(positions_BT, inv_freq, max_position: int | None = None):
 def apply_rope(x_BTNK, rope):
     """Rotate-half RoPE (HF convention: the two halves of the head dim form the pairs)."""
     cos, sin = rope
-    x = x_BTNK.astype(jnp.float32)
+    x = x_BTNK.astype(at_least_fp32(x_BTNK.dtype))
     x1, x2 = jnp.split(x, 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BTNK.dtype)
 
 
 def grouped_attention(q_BTHK, k, v, allowed_BTS, kv_layout: str = "BSNK"):
-    """Softmax attention with grouped KV heads (H = N * group), in fp32.
+    """Softmax attention with grouped KV heads (H = N * group), in fp32 (float64 for float64).
 
     ``kv_layout="BSNK"``: ``k``/``v`` are fresh projections ``[B, S, N, K]``; ``"cache"``: the KV
     cache's layout, keys ``[B, N, K, S]`` and values ``[B, N, S, K]``. ``allowed_BTS`` is True
@@ -109,10 +128,11 @@ def grouped_attention(q_BTHK, k, v, allowed_BTS, kv_layout: str = "BSNK"):
         raise ValueError(f"kv_layout must be 'BSNK' or 'cache', got {kv_layout!r}")
     n, s = v.shape[1], v.shape[2]
     g = h // n
-    q = q_BTHK.astype(jnp.float32).reshape(b, t, n, g, hd).transpose(0, 2, 3, 1, 4)
+    acc = at_least_fp32(q_BTHK.dtype)
+    q = q_BTHK.astype(acc).reshape(b, t, n, g, hd).transpose(0, 2, 3, 1, 4)
     q = q.reshape(b * n, g * t, hd)
-    k = k.astype(jnp.float32).reshape(b * n, hd, s)
-    v = v.astype(jnp.float32).reshape(b * n, s, hd)
+    k = k.astype(acc).reshape(b * n, hd, s)
+    v = v.astype(acc).reshape(b * n, s, hd)
     scores = jax.lax.dot_general(q, k, (((2,), (1,)), ((0,), (0,)))) / math.sqrt(hd)  # [BN, GT, S]
     mask = jnp.broadcast_to(allowed_BTS[:, None, None], (b, n, g, t, s)).reshape(b * n, g * t, s)
     scores = jnp.where(mask, scores, -1e30)
@@ -150,11 +170,19 @@ def resolve_attention(impl: str, q_BTHK, num_kv_heads: int) -> str:
     :func:`causal_attention` falls back to XLA if they refuse. TPU: ``"splash"``
     (``jax.experimental.pallas.ops.tpu.splash_attention``) when :func:`_splash_fits`, which on
     more than one device needs the step traced under ``jax.set_mesh``. Otherwise ``"xla"``.
+    float64 (a precision check, not a training setting) → ``"reference"``: every fused kernel,
+    ``jax.nn.dot_product_attention``'s XLA one included, takes its softmax in fp32, so asking
+    for one explicitly with float64 is refused rather than silently run at fp32 precision.
     (cuDNN and splash have not run in this repo's tests: no GPU / TPU there; see
     ``tests/models/test_attention.py`` for what is checked on CPU.)
     """
     if impl not in ATTENTION_CHOICES:
         raise ValueError(f"attention={impl!r} is not one of {list(ATTENTION_CHOICES)}")
+    if q_BTHK.dtype == jnp.float64:
+        if impl not in ("auto", "reference"):
+            raise ValueError(f"attention={impl!r} computes its softmax in fp32 and cannot run a "
+                             "float64 model at float64 precision: use 'reference' (or 'auto')")
+        return "reference"
     if impl != "auto":
         return impl
     backend = jax.default_backend()
