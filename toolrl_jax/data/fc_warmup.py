@@ -20,17 +20,20 @@ opens with its thought.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from toolrl_jax.data.function_calling import gold_calls, is_function_calling
 from toolrl_jax.data.modes import THINK_CLOSE, THINK_OPEN, Mode, tag_completion
-from toolrl_jax.data.prompts import function_call_instructions, function_prompt_messages
+from toolrl_jax.data.prompts import (
+    FunctionsPrompt,
+    function_call_instructions,
+    function_prompt_messages,
+)
 from toolrl_jax.data.trajectories import Segment, SFTExample
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 NO_CALL_TEXT = "None of the available functions can do this."
-FunctionsPrompt = Callable[[Sequence[Mapping[str, Any]]], str]
 
 
 def call_block(calls: Sequence[Mapping[str, Any]]) -> str:

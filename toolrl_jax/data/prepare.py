@@ -12,7 +12,8 @@ from typing import Any
 
 from toolrl_jax.config.data import DataConfig
 from toolrl_jax.data.builders import TaskSource, prepare_builder
-from toolrl_jax.data.fc_warmup import FunctionsPrompt, fc_tokenizer_texts
+from toolrl_jax.data.fc_warmup import fc_tokenizer_texts
+from toolrl_jax.data.prompts import FunctionsPrompt
 from toolrl_jax.data.splits import TRAIN
 from toolrl_jax.data.synthetic import world_from_config, write_corpus
 from toolrl_jax.data.tokenizer import load_tokenizer, tokenizer_texts, train_demo_tokenizer
