@@ -70,9 +70,11 @@ def get_config():
     c.rollout.length_bucket = 32
 
     c.rl.recipe = "autotool"
-    # One round of P prompts per step (the preset draws 1.5 P): rows beyond the engine's slots
-    # queue for a free slot, and the queued path measured ~8x slower per round on this model
-    # (96 rows on 64 slots: 33 s vs 4 s for 64 rows), for little gain while groups still vary.
+    # One round of P prompts per step (the preset draws 1.5 P): 1.5x the rollout rows would not
+    # fit the 20-minute budget, for little gain while groups still vary. (The 33 s vs 4 s per
+    # round first measured with 1.5 came from an engine sized for P x G rows, whose extra rows
+    # queued through programs warm-up had not compiled; the RL engine now knows the oversampled
+    # round and warms those up too: rl/recipes.py:rollout_rows.)
     c.rl.oversample_factor = 1.0
     c.optim.learning_rate = 3e-4
     c.train.steps = 40

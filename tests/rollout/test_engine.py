@@ -1,5 +1,6 @@
 """Rollout engine: token-exact trajectories, logprob consistency, no recompiles, reproducibility."""
 
+import dataclasses
 import time
 
 import jax.numpy as jnp
@@ -33,7 +34,8 @@ def setup(tokenizer):
     return _make_setup(tokenizer, cache_windows=4)
 
 
-def _make_setup(tokenizer, cache_windows, slots=0, mesh=None, executor=echo_executor, rows=6):
+def _make_setup(tokenizer, cache_windows, slots=0, mesh=None, executor=echo_executor, rows=6,
+                default_slots=0):
     cfg = tiny_qwen2_config(vocab_size=len(tokenizer), num_layers=2)
     model = init_decoder(cfg, seed=0)
     graphdef, params = nnx.split(model)
@@ -49,7 +51,8 @@ def _make_setup(tokenizer, cache_windows, slots=0, mesh=None, executor=echo_exec
     syntax = EndTokenSyntax([tokenizer.decode([i]) for i in end_ids])
     engine = build_engine(lambda p: nnx.merge(graphdef, p), rc, tokenizer, syntax, executor,
                           rows=rows, greedy=False, seed=1,
-                          eos_ids=[eos], stop_sequences=[[i] for i in end_ids], mesh=mesh)
+                          eos_ids=[eos], stop_sequences=[[i] for i in end_ids], mesh=mesh,
+                          default_slots=default_slots)
     return model, params, engine
 
 
@@ -366,3 +369,30 @@ def test_a_call_to_an_answer_function_ends_the_row_unexecuted(setup, tokenizer):
         else:  # other prompts' calls still run, as before
             np.testing.assert_array_equal(t.tokens, p.tokens)
     assert len(ran) == sum(t.num_calls for t in trajs if t.prompt_id != 0)
+
+
+def test_slot_count_and_an_oversampled_round_that_queues(tokenizer):
+    from toolrl_jax.config import RLConfig
+    from toolrl_jax.rl.recipes import make_recipe, rollout_rows
+    from toolrl_jax.rollout.factory import slot_count
+
+    rc = RolloutConfig(prompts_per_step=8, group_size=8)
+    assert slot_count(rc, 96) == 96  # one slot per row
+    assert slot_count(rc, 96, default_slots=64) == 64  # the step's P x G; 32 rows queue
+    assert slot_count(rc, 48, default_slots=64) == 48  # never more slots than rows
+    assert slot_count(dataclasses.replace(rc, slots=32), 96, default_slots=64) == 32
+    assert slot_count(rc, 96, row_shards=5, default_slots=64) == 65
+    # AutoTool's preset oversamples 1.5x: its first round draws 12 prompts of 8 rows.
+    recipe = make_recipe(RLConfig(recipe="autotool"), group_size=8, max_new_tokens=16)
+    assert rollout_rows(recipe, 8, 8) == 96
+    assert rollout_rows(make_recipe(RLConfig(recipe="grpo"), group_size=8, max_new_tokens=16),
+                        8, 8) == 64
+    # Told the largest call, the engine knows rows will queue: warm-up then compiles the
+    # queue's programs (small refill batches, evicted rows' contexts, drain tiers).
+    _, params, engine = _make_setup(tokenizer, cache_windows=2, rows=6, default_slots=4)
+    assert engine.queued and engine.shapes.batch == 4 and engine.drain_batches == (1,)
+    engine.warmup(params)
+    prompts = _prompts(tokenizer, PROMPTS)
+    with CompileCounter() as counter:
+        trajs = engine.generate(params, prompts, group_size=2)
+    assert counter.count == 0 and len(trajs) == 6

@@ -163,13 +163,15 @@ class Experiment:
 
     # ------------------------------------------------------------------ rollout
     def engine(self, policy: Policy, *, greedy: bool, batch: int | None = None,
-               seed: int = 0) -> RolloutEngine:
-        """A rollout engine over ``batch`` rows (default: one RL step's prompts × group)."""
+               seed: int = 0, default_slots: int = 0) -> RolloutEngine:
+        """A rollout engine over up to ``batch`` rows per call (default: one RL step's prompts ×
+        group); ``default_slots``: the slots when ``rollout.slots=0`` (default: one per row)."""
         rc = self.cfg.rollout
         return build_engine(lambda params: policy.model(params), rc, self.tokenizer, self.syntax,
                             self.executor.run, rows=batch or rc.prompts_per_step * rc.group_size,
                             greedy=greedy, seed=seed, compiled_cache=self.compiled,
-                            mesh=self.mesh, compute_dtype=DTYPES[self.cfg.model.dtype])
+                            mesh=self.mesh, compute_dtype=DTYPES[self.cfg.model.dtype],
+                            default_slots=default_slots)
 
     @property
     def train_seq_len(self) -> int:

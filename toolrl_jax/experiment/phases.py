@@ -32,7 +32,7 @@ from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import MetricsLogger, save_rollouts
 from toolrl_jax.experiment.progress import Progress
 from toolrl_jax.models.hf import save_hf
-from toolrl_jax.rl.recipes import make_recipe
+from toolrl_jax.rl.recipes import make_recipe, rollout_rows
 from toolrl_jax.scoring.arrays import sft_batch
 from toolrl_jax.sharding import from_lead, is_lead_process, sync_processes
 from toolrl_jax.train.checkpoint import Checkpointer, saved_steps
@@ -157,8 +157,17 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
     policy, state = exp.init_policy(tx, beta_long=recipe.init_beta_long, hf_dir=init_dir)
     # The step donates the state, so the frozen reference needs buffers of its own.
     ref = jax.tree.map(jnp.copy, state["params"]) if recipe.needs_reference else None
+    # The engine knows the largest rollout call: an oversampling recipe's first round draws
+    # ceil(prompts × factor) prompts, more rows than the P × G slots (rollout.slots=0). Told
+    # only P × G, it thought no row would ever wait, and the extra rows queued through programs
+    # warm-up had not compiled (queue-only refills, drain tiers): they compiled mid-run, step
+    # after step (measured 32–43 s per rollout call against 4 s on configs/autotool_fc.py with
+    # rl.oversample_factor=1.5).
+    rows = rollout_rows(recipe, cfg.rollout.prompts_per_step, cfg.rollout.group_size)
     trainer = RLTrainer(cfg, policy, tx, schedule, recipe,
-                        engine=exp.engine(policy, greedy=False, seed=cfg.train.seed),
+                        engine=exp.engine(policy, greedy=False, seed=cfg.train.seed, batch=rows,
+                                          default_slots=cfg.rollout.prompts_per_step
+                                          * cfg.rollout.group_size),
                         syntax=exp.syntax, mesh=exp.mesh, seq_len=exp.train_seq_len,
                         ref_params=ref)
     loader = prompt_loader(cfg.data, exp.builder, split="train",

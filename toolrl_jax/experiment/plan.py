@@ -48,7 +48,7 @@ from toolrl_jax.config import Config, ConfigError, ModelConfig
 from toolrl_jax.models import layers as layers_lib
 from toolrl_jax.models.decoder import Decoder, KVCache
 from toolrl_jax.models.layers import DTYPES
-from toolrl_jax.rl.recipes import make_recipe
+from toolrl_jax.rl.recipes import make_recipe, rollout_rows
 from toolrl_jax.rollout.compiled import CompiledRollout, SamplingParams
 from toolrl_jax.rollout.factory import slot_count
 from toolrl_jax.rollout.layout import RolloutLayout, abstract_decode_params
@@ -302,8 +302,10 @@ def compile_rollout(cfg: Config, mesh: Mesh, policy, params) -> tuple[RolloutMem
     t0 = time.perf_counter()
     rc, m = cfg.rollout, cfg.model
     layout = RolloutLayout(mesh)
-    shapes = RolloutShapes.from_config(
-        rc, batch=slot_count(rc, rc.prompts_per_step * rc.group_size, layout.row_shards))
+    recipe = make_recipe(cfg.rl, group_size=rc.group_size, max_new_tokens=rc.max_new_tokens)
+    rows = rollout_rows(recipe, rc.prompts_per_step, rc.group_size)  # as run_rl sizes it
+    shapes = RolloutShapes.from_config(rc, batch=slot_count(
+        rc, rows, layout.row_shards, default_slots=rc.prompts_per_step * rc.group_size))
     compiled = CompiledRollout(policy.model, shapes, eos_ids=[0], stop_sequences=[[1, 2]],
                                sampling=SamplingParams(), layout=layout)
     p = abstract_decode_params(params, layout, DTYPES[m.dtype])

@@ -148,6 +148,13 @@ def _keep_beta(beta_long, metrics):
     return beta_long
 
 
+def rollout_rows(recipe: Recipe, prompts_per_step: int, group_size: int) -> int:
+    """Rows of the largest rollout call in one RL step: the first round's prompts (an
+    oversampling recipe draws ``ceil(P × factor)``; later rounds ask for fewer) × G. The engine
+    is sized for it, so no row of an oversampled round waits for a slot."""
+    return recipe.refill_rule(prompts_per_step).prompts_to_request(0, 0) * group_size
+
+
 def _refill_rule(cfg: RLConfig, active: bool, target_groups: int) -> filt_lib.RefillRule:
     return filt_lib.RefillRule(target_groups, cfg.oversample_factor, cfg.max_sample_rounds,
                                active, duplicate=REFILL_DUPLICATES[cfg.refill])

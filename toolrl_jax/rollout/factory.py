@@ -25,12 +25,13 @@ def eos_ids_of(tokenizer) -> list[int]:
     return sorted(i for i in ids if isinstance(i, int) and i >= 0 and i != unk)
 
 
-def slot_count(rc: RolloutConfig, rows: int, row_shards: int = 1) -> int:
-    """Compiled slots for ``rows`` rows per ``generate`` call: ``rollout.slots`` (0: one slot per
-    row, so no row ever waits for a slot), never more than the rows, rounded up to a multiple of
-    the mesh's row shards."""
-    want = min(rc.slots, rows) if rc.slots else rows
-    return round_up(want, row_shards)
+def slot_count(rc: RolloutConfig, rows: int, row_shards: int = 1,
+               default_slots: int = 0) -> int:
+    """Compiled slots for ``rows`` rows per ``generate`` call: ``rollout.slots`` (0:
+    ``default_slots`` when given, else one slot per row so no row ever waits for a slot), never
+    more than the rows, rounded up to a multiple of the mesh's row shards."""
+    want = rc.slots or default_slots or rows
+    return round_up(min(want, rows), row_shards)
 
 
 def build_engine(model_fn: Callable, rc: RolloutConfig, tokenizer, syntax, execute: Executor, *,
@@ -38,8 +39,13 @@ def build_engine(model_fn: Callable, rc: RolloutConfig, tokenizer, syntax, execu
                  eos_ids: Sequence[int] | None = None,
                  stop_sequences: Sequence[Sequence[int]] | None = None,
                  compiled_cache: dict | None = None, mesh=None,
-                 compute_dtype=None, compact_drain: bool = True) -> RolloutEngine:
-    """A rollout engine for ``rows`` rows per ``generate`` call.
+                 compute_dtype=None, compact_drain: bool = True,
+                 default_slots: int = 0) -> RolloutEngine:
+    """A rollout engine for up to ``rows`` rows per ``generate`` call.
+
+    Slots: :func:`slot_count` (``default_slots`` stands in for ``rollout.slots=0``: e.g. an RL
+    step's P × G rows while an oversampling round draws more — the extra rows queue, and the
+    engine knows it, so warm-up compiles the queue's programs too).
 
     ``model_fn(params) -> Decoder``. Stop sequences default to the syntax's stop strings
     tokenized, EOS ids to :func:`eos_ids_of`. ``mesh``: slots split over its data × fsdp axes,
@@ -48,7 +54,7 @@ def build_engine(model_fn: Callable, rc: RolloutConfig, tokenizer, syntax, execu
     argument, so e.g. every recipe of a comparison reuses one compilation.
     """
     layout = RolloutLayout(mesh)
-    slots = slot_count(rc, rows, layout.row_shards)
+    slots = slot_count(rc, rows, layout.row_shards, default_slots)
     shapes = RolloutShapes.from_config(rc, batch=slots)
     key = (greedy, shapes, mesh)
     compiled = compiled_cache.get(key) if compiled_cache is not None else None
