@@ -71,15 +71,19 @@ def test_python_calls_run_concurrently():
     from toolrl_jax.config.tools import PythonToolConfig
     from toolrl_jax.tools import PythonTool
 
-    tool = PythonTool(PythonToolConfig(timeout_s=10.0))
-    n, nap = 4, 0.5
+    tool = PythonTool(PythonToolConfig(timeout_s=20.0))
+    n, nap = 4, 1.0
+    # Each call prints when its sleep began and ended (wall clock, shared with the sandbox).
+    # Concurrent calls' sleeps overlap: every one began before any ended. Sequential calls
+    # could not, whatever the machine's load — unlike a bound on the elapsed time, which a
+    # busy 2-core CI box broke (1.54 s against 4 x 0.5 s x 0.75).
+    code = "import time\nt = time.time()\ntime.sleep({nap})\nprint({i}, t, time.time())"
     with ToolExecutor({"python": tool}, max_workers=n) as ex:
-        start = time.monotonic()
-        results = ex.run([call("python", code=f"import time\ntime.sleep({nap})\nprint({i})")
-                          for i in range(n)])
-        elapsed = time.monotonic() - start
-    assert [r.text for r in results] == [str(i) for i in range(n)]
-    assert elapsed < nap * n * 0.75, elapsed  # sequential would take n * nap plus start-up
+        results = ex.run([call("python", code=code.format(nap=nap, i=i)) for i in range(n)])
+    rows = [r.text.split() for r in results]
+    assert [int(r[0]) for r in rows] == list(range(n))
+    began, ended = [float(r[1]) for r in rows], [float(r[2]) for r in rows]
+    assert max(began) < min(ended), (began, ended)
 
 
 def test_nothing_raises_to_the_caller():
