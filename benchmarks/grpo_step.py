@@ -55,6 +55,7 @@ from toolrl_jax.models.decoder import init_decoder  # noqa: E402
 from toolrl_jax.rl.recipes import make_recipe  # noqa: E402
 from toolrl_jax.rollout.factory import build_engine  # noqa: E402
 from toolrl_jax.sharding import make_mesh  # noqa: E402
+from toolrl_jax.testing.fake_tools import NoCalls  # noqa: E402
 from toolrl_jax.train.rl_loop import RLTrainer  # noqa: E402
 from toolrl_jax.train.state import create_state, make_optimizer  # noqa: E402
 
@@ -75,22 +76,6 @@ class IdTokenizer:
     def decode(self, ids, skip_special_tokens=False):
         return " ".join(f"<answer>{i // 64 % 2}</answer>" if i % 64 == 0 else str(int(i))
                         for i in ids)
-
-
-class NoCalls:
-    """No tool calls, answers in ``<answer>`` tags."""
-
-    stop_strings = ()
-    answer_style = "tag"
-
-    def find_call_end(self, text, start=0):
-        return None
-
-    def parse_last_call(self, text):
-        return None
-
-    def format_result(self, result):
-        return result.text
 
 
 def model_config() -> ModelConfig:

@@ -68,6 +68,7 @@ from toolrl_jax.models.decoder import init_decoder  # noqa: E402
 from toolrl_jax.models.hf import save_hf  # noqa: E402
 from toolrl_jax.rollout.factory import build_engine  # noqa: E402
 from toolrl_jax.sharding import make_mesh  # noqa: E402
+from toolrl_jax.testing.fake_tools import NoCalls  # noqa: E402
 from toolrl_jax.tools.base import ParsedCall, ToolResult  # noqa: E402
 from toolrl_jax.tools.calculator import CalculatorTool  # noqa: E402
 from toolrl_jax.types import ToolStatus  # noqa: E402
@@ -89,22 +90,6 @@ class IdTokenizer:
 
     def decode(self, ids, skip_special_tokens=False):
         return " ".join(str(int(i)) for i in ids)
-
-
-class NoCalls:
-    """Plain generation: nothing is ever a call or an answer (id text never holds ``<answer>``)."""
-
-    stop_strings = ()
-    answer_style = "tag"
-
-    def find_call_end(self, text, start=0):
-        return None
-
-    def parse_last_call(self, text):
-        return None
-
-    def format_result(self, result):
-        return result.text
 
 
 class OneCallPerRow(NoCalls):

@@ -47,6 +47,23 @@ def echo_executor(calls: Sequence[ParsedCall], delay_s: float = 0.0) -> list[Too
             for c in calls]
 
 
+class NoCalls:
+    """A call syntax under which nothing is ever a call (plain generation; answers in
+    ``<answer>`` tags): the benchmarks' engines decode without tools."""
+
+    stop_strings = ()
+    answer_style = "tag"
+
+    def find_call_end(self, text, start=0):
+        return None
+
+    def parse_last_call(self, text):
+        return None
+
+    def format_result(self, result):
+        return result.text
+
+
 class CompileCounter:
     """Counts XLA compilations (of anything) while active: ``with CompileCounter() as c: …``."""
 
