@@ -30,7 +30,9 @@ devices (default 1; a data-parallel mesh, one XLA:CPU program per core, with mor
 * (b) ``async_tool_overhead``: 256 rows of up to 512 tokens in 32 slots whose calls end at
   random points (a tag token: ~1 call per 64 tokens, at most 2 per row) against a tool that
   sleeps 1 s: wall time over the same rollout with an instant tool, minus 1. Parked rows give
-  their slot to waiting rows; what remains exposed is the last rows' own waits.
+  their slot to waiting rows, and every parked row's call is in flight at once (one engine
+  thread per row, ``rollout.tool_workers=0``; a fixed pool of 64 queued the calls: 0.35–0.44);
+  what remains exposed is the last rows' own waits.
 * (c) ``ratio_vs_tunix``: Tunix 0.1.7's ``Sampler`` shapes (4 layers × 256, 4 heads, 2 KV heads,
   ffn 1024, vocab 4096, batch 64, prompt 32, 128 new tokens), Tunix run by
   ``benchmarks/tunix_sampler_run.py`` in its own venv (``n/a`` without one); ours on one device

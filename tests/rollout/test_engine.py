@@ -1,6 +1,7 @@
 """Rollout engine: token-exact trajectories, logprob consistency, no recompiles, reproducibility."""
 
 import dataclasses
+import threading
 import time
 
 import jax.numpy as jnp
@@ -136,6 +137,42 @@ def _slow_echo(seed):
         return echo_executor(calls)
 
     return run
+
+
+def test_every_parked_row_has_its_call_in_flight_at_once(setup, tokenizer):
+    # Each row's first call waits until every calling row's first call has started
+    # (a barrier): that completes only if no call waits for an engine thread. With the
+    # threads capped below the rows (tool_workers=2) the barrier breaks — the control.
+    _, params, engine = setup
+    prompts = _prompts(tokenizer, PROMPTS)
+    ref = engine.generate(params, prompts, group_size=2)
+    callers = sum(t.num_calls > 0 for t in ref)
+    assert callers >= 4, callers
+
+    def barrier_executor(timeout_s):
+        barrier, lock, first = threading.Barrier(callers, timeout=timeout_s), threading.Lock(), []
+
+        def run(calls):
+            with lock:  # the first `callers` calls are one per row: each waits here
+                wait = len(first) < callers
+                first.append(wait)
+            if wait:
+                barrier.wait()  # BrokenBarrierError -> the engine records an error result
+            return echo_executor(calls)
+        return run
+
+    saved = engine.execute, engine.tool_workers
+    try:
+        engine.execute = barrier_executor(60.0)
+        trajs = engine.generate(params, prompts, group_size=2)
+        assert all(c.status == ToolStatus.OK for t in trajs for c in t.calls)
+        for x, y in zip(ref, trajs):  # the waits changed timing only
+            np.testing.assert_array_equal(x.tokens, y.tokens)
+        engine.execute, engine.tool_workers = barrier_executor(1.0), 2
+        capped = engine.generate(params, prompts, group_size=2)
+        assert any(c.status == ToolStatus.ERROR for t in capped for c in t.calls)
+    finally:
+        engine.execute, engine.tool_workers = saved
 
 
 def test_refills_and_parked_rows_keep_trajectories_and_logprobs_exact(setup, tokenizer):

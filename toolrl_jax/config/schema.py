@@ -148,8 +148,10 @@ class RolloutConfig:
     # slots than rows bound the KV cache and keep every slot busy when lengths are long-tailed.
     # Slots are split over mesh data*fsdp (rounded up to a multiple of it).
     slots: int = 0
-    # Threads that run tool calls while the other slots keep decoding.
-    tool_workers: int = 64
+    # Engine threads that wait on tool calls while the other slots keep decoding. 0 = one per row
+    # of the rollout (a row has at most one call in flight, so no call waits for a thread); how
+    # many calls *run* at once is tools.max_workers (the executor's pool).
+    tool_workers: int = 0
 
     def validate(self, path: str) -> None:
         require(self.prompts_per_step > 0, f"{path}.prompts_per_step must be > 0")
@@ -171,7 +173,8 @@ class RolloutConfig:
         require(self.length_bucket > 0, f"{path}.length_bucket must be > 0")
         require(self.cache_windows >= 1, f"{path}.cache_windows={self.cache_windows} must be >= 1")
         require(self.slots >= 0, f"{path}.slots={self.slots} must be >= 0 (0: one per row)")
-        require(self.tool_workers >= 1, f"{path}.tool_workers={self.tool_workers} must be >= 1")
+        require(self.tool_workers >= 0,
+                f"{path}.tool_workers={self.tool_workers} must be >= 0 (0: one per row)")
 
 
 @dataclasses.dataclass(frozen=True)
