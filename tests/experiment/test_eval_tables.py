@@ -8,6 +8,7 @@ import dataclasses
 import json
 import types
 
+import numpy as np
 from etils import epath
 
 from toolrl_jax.config import Config, RLConfig
@@ -155,3 +156,46 @@ def test_compare_gives_tao_rl_its_own_stderr_rule():
 
 def _call(arguments):
     return ParsedCall("python", arguments, "", 0, 0)
+
+
+def _write_items(workdir, name, correct, calls):
+    workdir.mkdir(parents=True, exist_ok=True)
+    ids = [f"q{i:03d}" for i in range(len(correct))]
+    metrics = {"correct": dict(zip(ids, map(float, correct))),
+               "tool_calls": dict(zip(ids, map(float, calls))),
+               "tokens": dict.fromkeys(ids, 20.0)}
+    (workdir / f"eval_{name}_items.json").write_text(json.dumps({"auto": {"split": metrics}}))
+    return (workdir, name)
+
+
+def test_compare_intervals_and_claim_verdicts_from_item_files(tmp_path):
+    # 200 items. SFT start: half right. GRPO (3 seeds): 40-44 more items right, same calls —
+    # the precondition holds (interval excludes 0). TEPO sparse: GRPO's answers with 30 right
+    # items turned wrong (refuted on accuracy) and one call fewer per item (reproduced on
+    # calls). TEPO dense: exactly GRPO's answers (estimate 0: not reproduced).
+    sft = np.array([0] * 100 + [1] * 100)
+    grpo = [sft.copy() for _ in range(3)]
+    for k, g in enumerate(grpo):
+        g[:40 + 2 * k] = 1
+    files = {"sft (start)": [_write_items(tmp_path, "sft", sft, np.full(200, 2))]}
+    for recipe, runs, calls in (("grpo", grpo, 2), ("tepo_sparse", [np.where(
+            np.arange(200) >= 170, 0, g) for g in grpo], 1), ("tepo_dense", grpo, 2)):
+        files[recipe] = [_write_items(tmp_path / f"{recipe}_s{s}", "rl", r, np.full(200, calls))
+                         for s, r in enumerate(runs)]
+    exp = _exp(tmp_path)
+    evals = {r: [_eval()] * 3 for r in ("grpo", "tepo_sparse", "tepo_dense")}
+    text = epath.Path(write_compare_report(exp, _eval(), evals, {r: [[]] * 3 for r in evals},
+                                           files)).read_text()
+    iv = {r["method"]: r for r in _table(text.split("## Accuracy with 95 % intervals")[1]
+                                         .split("##")[0])}
+    assert iv["sft (start)"]["accuracy [95% CI]"].startswith("0.500 [")
+    assert iv["grpo"]["Δ vs sft (start) [95% CI]"].startswith("+0.210 [")
+    assert iv["grpo"]["Δ vs sft (start) [95% CI]"].endswith("✓")
+    claims = _table(text.split("## Claims, one by one")[1].split("##")[0])
+    got = {(c["method − baseline"], c["metric"]): c["verdict"] for c in claims}
+    assert got == {("grpo − sft (start)", "correct"): "reproduced",
+                   ("tepo_sparse − grpo", "tool_calls"): "reproduced",
+                   ("tepo_sparse − grpo", "correct"): "refuted",
+                   ("tepo_dense − grpo", "correct"): "not reproduced"}
+    calls = next(c for c in claims if c["metric"] == "tool_calls")
+    assert (calls["ours relative"], calls["paper relative"]) == ("-50%", "-72%")

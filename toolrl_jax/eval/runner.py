@@ -73,13 +73,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def evaluate(engine: RolloutEngine, params, batches: Iterable[list[dict]], syntax, *,
              samples: int, seq_len: int, max_calls: int, max_items: int | None = None,
-             think: ThinkSetting | None = None) -> dict:
+             think: ThinkSetting | None = None, item_metrics: dict | None = None) -> dict:
     """Runs task records (``batches`` of prompt records with ``prompt_ids``) through the engine,
     ``samples`` completions each, grades them with the training verifier
     (:func:`toolrl_jax.verifiers.grade` via :func:`score_batch`) and returns nested metric dicts
     (:func:`summarize`). Accuracy counts full credit (``correct``) only. ``think``: a forced
     think mode (its prefix is appended to every prompt before the length check, and every
-    completion is scored in that mode); None = auto."""
+    completion is scored in that mode); None = auto. ``item_metrics``: filled with each item's
+    means over its samples, ``{metric: {id: float}}`` for :data:`ITEM_METRICS` — what paired
+    bootstrap intervals resample (:mod:`toolrl_jax.eval.bootstrap`)."""
     rows = []
     seen = 0
     for records in batches:
@@ -119,7 +121,23 @@ def evaluate(engine: RolloutEngine, params, batches: Iterable[list[dict]], synta
                 "valid_deltas": int(scored.delta_valid_BK[i].sum()),
                 "delta_sum": float((scored.delta_entropy_BK[i] * scored.delta_valid_BK[i]).sum()),
             })
+    if item_metrics is not None:
+        item_metrics.update(per_item(rows))
     return summarize(rows, samples)
+
+
+# Per-item means kept for intervals: accuracy, tool calls and generated tokens (the papers'
+# claims are about these three).
+ITEM_METRICS = {"correct": "correct", "tool_calls": "calls", "tokens": "tokens"}
+
+
+def per_item(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """``{metric: {item id: mean over the item's samples}}`` for :data:`ITEM_METRICS`."""
+    by_item = defaultdict(list)
+    for r in rows:
+        by_item[str(r["id"])].append(r)
+    return {metric: {k: float(np.mean([r[key] for r in v])) for k, v in by_item.items()}
+            for metric, key in ITEM_METRICS.items()}
 
 
 def _too_long_row(r: dict) -> dict:

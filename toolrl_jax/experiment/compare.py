@@ -22,9 +22,17 @@ from collections import defaultdict
 import numpy as np
 
 from toolrl_jax.config import Config
+from toolrl_jax.eval.bootstrap import mean_interval, paired_difference
+from toolrl_jax.experiment.claims import SFT_START, applicable, verdict
 from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import METRICS_FILE, MetricsLogger, read_metrics
-from toolrl_jax.experiment.phases import global_resume_step, run_eval, run_rl, run_sft
+from toolrl_jax.experiment.phases import (
+    global_resume_step,
+    read_items,
+    run_eval,
+    run_rl,
+    run_sft,
+)
 from toolrl_jax.experiment.report import eval_tables, markdown_table, plot_series, write_report
 from toolrl_jax.tools import PythonTool, ToolExecutor
 
@@ -60,7 +68,7 @@ def _fmt(mean: float, spread: float | None) -> str:
 def table_rows(sft_eval: dict, evals: dict[str, list[dict]], tasks: list[str]) -> list[dict]:
     """Rows of the comparison table; SFT is a single checkpoint (no spread)."""
     columns = list(TABLE) + [(f"acc_{t}", t, "accuracy") for t in tasks]
-    rows = [{"method": "sft (start)", "seeds": 1,
+    rows = [{"method": SFT_START, "seeds": 1,
              **{c: _fmt(sft_eval.get(b, {}).get(m, math.nan), None) for c, b, m in columns}}]
     for recipe, runs in evals.items():
         row = {"method": recipe, "seeds": len(runs)}
@@ -94,6 +102,8 @@ def run_compare(exp: Experiment) -> str:
     sft_eval = run_eval(exp, str(sft_dir), "sft")
     evals: dict[str, list[dict]] = {}
     curves: dict[str, list[list[dict]]] = {}
+    # Where each evaluation's per-item file is: (work dir, eval name) per run, SFT start first.
+    item_files: dict[str, list[tuple]] = {SFT_START: [(exp.workdir, "sft")]}
     for recipe in cfg.compare.recipes:
         for seed in cfg.compare.seeds:
             name = f"{recipe}_s{seed}"
@@ -111,11 +121,12 @@ def run_compare(exp: Experiment) -> str:
                                    loggers=run_cfg.train.loggers, run_name=run_cfg.name) as log:
                     rl_dir = run_rl(sub, log, init_dir=str(sft_dir))
                 evals.setdefault(recipe, []).append(run_eval(sub, str(rl_dir), "rl"))
+                item_files.setdefault(recipe, []).append((sub.workdir, "rl"))
             finally:
                 if own is not None:
                     own.close()
             curves.setdefault(recipe, []).append(read_metrics(str(sub.workdir / METRICS_FILE)))
-    return write_compare_report(exp, sft_eval, evals, curves)
+    return write_compare_report(exp, sft_eval, evals, curves, item_files)
 
 
 def recipe_executor(exp: Experiment, run_cfg: Config) -> ToolExecutor | None:
@@ -136,7 +147,56 @@ def recipe_executor(exp: Experiment, run_cfg: Config) -> ToolExecutor | None:
                         tool_names=shared.tool_names)
 
 
-def write_compare_report(exp: Experiment, sft_eval: dict, evals: dict, curves: dict) -> str:
+def load_items(item_files: dict[str, list[tuple]], metric: str) -> dict[str, list[dict]]:
+    """Per method, each run's per-item ``metric``; methods with a run lacking its items file
+    (evaluated before items were written) are left out."""
+    out = {}
+    for method, files in item_files.items():
+        runs = [read_items(d, name, metric) for d, name in files]
+        if runs and all(r for r in runs):
+            out[method] = runs
+    return out
+
+
+def interval_rows(items: dict[str, list[dict]], replicates: int = 10_000) -> list[dict]:
+    """Accuracy per method with its 95 % interval over items and seeds, and its paired
+    difference from the SFT start and from GRPO."""
+    rows = []
+    for method, runs in items.items():
+        row = {"method": method, "seeds": len(runs),
+               "accuracy [95% CI]": mean_interval(runs, replicates=replicates).as_accuracy()}
+        for base in (SFT_START, "grpo"):
+            if base != method and base in items:
+                diff = paired_difference(runs, items[base], replicates=replicates)
+                mark = " ✓" if diff.excludes_zero() else ""
+                row[f"Δ vs {base} [95% CI]"] = f"{diff}{mark}"
+        rows.append(row)
+    return rows
+
+
+def claim_rows(item_files: dict[str, list[tuple]], replicates: int = 10_000) -> list[dict]:
+    """One row per applicable claim: the paper's number, ours with its interval, the verdict."""
+    rows, cache = [], {}
+    for claim in applicable(set(item_files)):
+        if claim.metric not in cache:
+            cache[claim.metric] = load_items(item_files, claim.metric)
+        items = cache[claim.metric]
+        if claim.method not in items or claim.baseline not in items:
+            continue
+        diff = paired_difference(items[claim.method], items[claim.baseline],
+                                 replicates=replicates)
+        base = mean_interval(items[claim.baseline], replicates=2).estimate
+        ours = f"{diff.estimate / base:+.0%}" if base else "n/a"
+        paper = f"{claim.paper_relative:+.0%}" if claim.paper_relative is not None else "—"
+        rows.append({"claim": claim.paper, "metric": claim.metric,
+                     "method − baseline": f"{claim.method} − {claim.baseline}",
+                     "ours (95% CI)": str(diff), "ours relative": ours, "paper relative": paper,
+                     "verdict": verdict(claim.direction, diff)})
+    return rows
+
+
+def write_compare_report(exp: Experiment, sft_eval: dict, evals: dict, curves: dict,
+                         item_files: dict[str, list[tuple]] | None = None) -> str:
     cfg = exp.cfg
     # Task buckets (summarize's group "task"; files from before groups: by name).
     tasks = [t for t, v in sft_eval.items()
@@ -156,7 +216,26 @@ def write_compare_report(exp: Experiment, sft_eval: dict, evals: dict, curves: d
         f"evaluation: greedy, {sft_eval['all']['items']} items. Cells: mean ± std over seeds. "
         "acc/100tok = accuracy per 100 generated tokens (accuracy per compute unit); "
         "ΔH<0 share = share of tool calls after which the model's entropy fell.")
-    extra = eval_tables({"sft (start)": [sft_eval], **evals})  # per think mode / benchmark
+    extra = eval_tables({SFT_START: [sft_eval], **evals})  # per think mode / benchmark
+    sections = [("Held-out results", markdown_table(rows, columns))]
+    correct = load_items(item_files or {}, "correct")
+    if len(correct) > 1:
+        iv = interval_rows(correct)
+        iv_cols = list(dict.fromkeys(k for r in iv for k in r))
+        sections.append((
+            "Accuracy with 95 % intervals",
+            "Percentile bootstrap (10,000 replicates) over held-out items and seeds: items are "
+            "drawn once per replicate for every method (differences are paired), seeds per "
+            "method. ✓: the interval excludes zero.\n\n"
+            + markdown_table(iv, iv_cols)))
+        claims = claim_rows(item_files)
+        if claims:
+            sections.append((
+                "Claims, one by one",
+                "Verdict from the interval of method − baseline: reproduced (excludes zero on the "
+                "claimed side), direction only (estimate on that side, interval includes zero), "
+                "not reproduced, refuted (excludes zero on the other side). Relative = "
+                "difference / baseline mean.\n\n"
+                + markdown_table(claims, list(claims[0]))))
     return write_report(str(exp.workdir), f"Method comparison — {cfg.name}", intro,
-                        [("Held-out results", markdown_table(rows, columns)), *extra], plots,
-                        filename="compare.md")
+                        [*sections, *extra], plots, filename="compare.md")

@@ -209,6 +209,24 @@ def run_rl(exp: Experiment, logger: MetricsLogger | None, init_dir: str = "",
 
 
 # ---------------------------------------------------------------------------------------- eval
+def items_path(workdir, name: str):
+    """``eval_<name>_items.json`` beside ``eval_<name>.json``: per-item correctness."""
+    return epath.Path(workdir) / f"eval_{name}_items.json"
+
+
+def read_items(workdir, name: str, metric: str = "correct", mode: str | None = None,
+               where: str = "split") -> dict[str, float] | None:
+    """One per-item metric of an evaluation (``{id: mean over samples}``, metrics:
+    ``eval/runner.py:ITEM_METRICS``) for one think mode (default: the first evaluated) and split
+    / benchmark; None for results written before items were."""
+    path = items_path(workdir, name)
+    if not path.is_file():
+        return None
+    items = json.loads(path.read_text())
+    mode = mode or next(iter(items), None)
+    return items.get(mode, {}).get(where, {}).get(metric) if mode else None
+
+
 def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
     """Evaluates an HF export; caches the result as ``eval_<name>.json`` (resume-safe)."""
     path = exp.workdir / f"eval_{name}.json"
@@ -225,18 +243,24 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
                      answer_style=exp.syntax.answer_style, mode_tag=cfg.sft.mode_tag)
     files = {bench: read_eval_file(file) for bench, file in ec.file_map().items()}
 
-    def run(think: ThinkSetting, source=None) -> dict:
+    # Per-item means (mode → split / benchmark → metric → id → mean over samples): the unit the
+    # comparison's paired bootstrap intervals resample (eval/bootstrap.py).
+    items: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+
+    def run(think: ThinkSetting, source=None, where: str = "split") -> dict:
         loader = prompt_loader(cfg.data, exp.builder, split=ec.split,
                                batch_size=ec.prompts_per_batch, seed=cfg.train.seed,
                                source=source, **prompting)
         return evaluate(engine, state["params"], loader, exp.syntax, samples=samples,
                         seq_len=exp.train_seq_len, max_calls=cfg.rollout.max_tool_calls,
-                        max_items=ec.max_items or None, think=think)
+                        max_items=ec.max_items or None, think=think,
+                        item_metrics=items.setdefault(think.mode, {}).setdefault(where, {}))
 
     def run_mode(think: ThinkSetting) -> dict:
         result = run(think) if ec.eval_split_too or not files else {}
         if files:
-            result["benchmarks"] = {bench: run(think, records) for bench, records in files.items()}
+            result["benchmarks"] = {bench: run(think, records, bench)
+                                    for bench, records in files.items()}
             if "all" not in result:  # only files: "all" is the first benchmark's (reports read it)
                 result["all"] = next(iter(result["benchmarks"].values()))["all"]
         return result
@@ -248,6 +272,8 @@ def run_eval(exp: Experiment, policy_dir: str, name: str) -> dict:
     result["_meta"] = {"policy": str(policy_dir), "seconds": time.perf_counter() - t0,
                        "think_modes": list(ec.think_modes)}
     if is_lead_process():
+        # Items first: a result file without its items file is never left behind.
+        wd.write_text(items_path(exp.workdir, name), json.dumps(items))
         wd.write_text(path, json.dumps(result, indent=2))
     for line in result_lines(name, result):
         print(line, flush=True)
