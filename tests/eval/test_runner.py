@@ -67,6 +67,11 @@ def test_think_rate_per_bucket_by_hand():
     assert out["hard"]["accuracy"] == pytest.approx(2 / 4)
     assert out["all"]["think_rate"] == pytest.approx(1 - 2 / 5)
     assert out["all"]["short_mode_frac"] == pytest.approx(2 / 5)
+    # Accuracy per mode, by hand: short a (1), d (0); long b (0), c (1), e (1); f never ran.
+    assert out["all"]["accuracy_short"] == pytest.approx(1 / 2)
+    assert out["all"]["accuracy_long"] == pytest.approx(2 / 3)
+    assert out["easy"]["accuracy_short"] == 1.0 and out["easy"]["accuracy_long"] == 0.0
+    assert math.isnan(summarize([_row("g", "easy", 1.0, 0, 3)])["all"]["accuracy_long"])
     assert [out[b]["group"] for b in ("all", "easy", "hard", "arithmetic")] == [
         "all", "difficulty", "difficulty", "task"]
 

@@ -170,6 +170,11 @@ def _summary(rows: list[dict], samples: int) -> dict:
         "short_mode_frac": short,
         # AutoTool's thinking rate: the share of completions in think (long) mode.
         "think_rate": 1.0 - short,
+        # Accuracy within each mode (nan when no completion took it): whether thinking / calling
+        # pays *for this decoding* — sampled, a long tool-using completion can fail far more
+        # often than greedily (docs/methods.md, why RL loses held-out accuracy).
+        "accuracy_short": _mean_where([r for r in rows if not r.get("too_long")], 1.0),
+        "accuracy_long": _mean_where([r for r in rows if not r.get("too_long")], 0.0),
         "entropy_reducing_share": sum(r["reducing"] for r in rows) / valid if valid else float("nan"),
         "mean_delta_entropy": (sum(r["delta_sum"] for r in rows) / valid if valid
                                else float("nan")),
@@ -182,6 +187,12 @@ def _summary(rows: list[dict], samples: int) -> dict:
                                                 for v in by_item.values()]))
         out[f"avg@{samples}"] = float(np.mean([np.mean(v) for v in by_item.values()]))
     return out
+
+
+def _mean_where(rows: list[dict], short: float) -> float:
+    """Mean correctness of the completions whose ``short`` flag is ``short``."""
+    hits = [r["correct"] for r in rows if r["short"] == short]
+    return float(np.mean(hits)) if hits else float("nan")
 
 
 GROUP_KINDS = ("all", "difficulty", "task", "category")
