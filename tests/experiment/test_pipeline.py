@@ -36,6 +36,12 @@ def test_every_shipped_config_runs_one_step(tmp_path, path):
     assert main_lib.run(_argv(path, overrides)) == 0
     if mode in ("pipeline", "rl", "sft"):
         assert read_metrics(str(tmp_path / "metrics.jsonl"))
+    if mode == "compare":  # intervals from the per-item files, the distilled start beside
+        text = (tmp_path / "compare.md").read_text()
+        assert "## Accuracy with 95 % intervals" in text and "## Claims, one by one" in text
+        if config_lib.load(path).compare.distilled_start:
+            assert (tmp_path / "starts" / "sft_long" / "eval_sft_items.json").is_file()
+            assert "| sft_long |" in text.split("## Accuracy with 95 % intervals")[1]
     if mode == "pipeline":
         for name in ("report.md", "plots/rl.png", "sft_policy/model.safetensors",
                      "rl_policy/model.safetensors", "rl_policy/tokenizer.json",

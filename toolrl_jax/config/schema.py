@@ -307,6 +307,10 @@ class CompareConfig:
 
     recipes: tuple[str, ...] = ("grpo", "dapo", "tepo_sparse", "tepo_dense", "tao_rl", "autotool")
     seeds: tuple[int, ...] = (0, 1)
+    # Also warm up an always-think ("distilled") policy — the same SFT with
+    # data.sft_policy="always_long", no RL — and compare it as method "sft_long" (AutoTool's
+    # baseline: is choosing when to think better than always thinking?).
+    distilled_start: bool = False
 
     def validate(self, path: str) -> None:
         require(len(self.recipes) > 0, f"{path}.recipes must name at least one recipe")

@@ -5,6 +5,8 @@ Layout of the work dir::
     sft_policy/, eval_sft.json            the shared starting point and its evaluation
     runs/<recipe>_s<seed>/                one RL run each (metrics.jsonl, checkpoints, rl_policy,
                                           eval_rl.json) — resumable one by one
+    starts/sft_long/                      with compare.distilled_start: the always-think warm-up
+    eval_*_items.json                     per-item results: the intervals' resampling unit
     compare.md, plots/compare_*.png       the tables (mean ± spread over seeds) and curves
 
 Every run gets the same data, prompts per step, group size, steps and seeds; only ``rl.recipe``
@@ -20,6 +22,7 @@ import math
 from collections import defaultdict
 
 import numpy as np
+from etils import epath
 
 from toolrl_jax.config import Config
 from toolrl_jax.eval.bootstrap import mean_interval, paired_difference
@@ -100,10 +103,16 @@ def run_compare(exp: Experiment) -> str:
     finally:
         logger.close()
     sft_eval = run_eval(exp, str(sft_dir), "sft")
+    starts = {}
+    if cfg.compare.distilled_start:
+        starts["sft_long"] = run_distilled_start(exp)
     evals: dict[str, list[dict]] = {}
     curves: dict[str, list[list[dict]]] = {}
     # Where each evaluation's per-item file is: (work dir, eval name) per run, SFT start first.
     item_files: dict[str, list[tuple]] = {SFT_START: [(exp.workdir, "sft")]}
+    for name, (sub_dir, result) in starts.items():
+        evals[name] = [result]
+        item_files[name] = [(sub_dir, "sft")]
     for recipe in cfg.compare.recipes:
         for seed in cfg.compare.seeds:
             name = f"{recipe}_s{seed}"
@@ -127,6 +136,20 @@ def run_compare(exp: Experiment) -> str:
                     own.close()
             curves.setdefault(recipe, []).append(read_metrics(str(sub.workdir / METRICS_FILE)))
     return write_compare_report(exp, sft_eval, evals, curves, item_files)
+
+
+def run_distilled_start(exp: Experiment) -> tuple[epath.Path, dict]:
+    """The always-think warm-up (``data.sft_policy="always_long"``, same steps and data) in
+    ``starts/sft_long/``, evaluated like the SFT start; resumable like every phase."""
+    cfg = exp.cfg
+    run_cfg = dataclasses.replace(cfg, mode="sft", name=f"{cfg.name}/sft_long",
+                                  data=dataclasses.replace(cfg.data, sft_policy="always_long"))
+    sub = exp.derive(run_cfg, exp.workdir / "starts" / "sft_long")
+    print("== sft_long (always-think warm-up)", flush=True)
+    with MetricsLogger(str(sub.workdir), start_step=global_resume_step(sub),
+                       loggers=cfg.train.loggers, run_name=run_cfg.name) as log:
+        policy = run_sft(sub, log)
+    return sub.workdir, run_eval(sub, str(policy), "sft")
 
 
 def recipe_executor(exp: Experiment, run_cfg: Config) -> ToolExecutor | None:
@@ -221,7 +244,9 @@ def write_compare_report(exp: Experiment, sft_eval: dict, evals: dict, curves: d
     correct = load_items(item_files or {}, "correct")
     if len(correct) > 1:
         iv = interval_rows(correct)
-        iv_cols = list(dict.fromkeys(k for r in iv for k in r))
+        iv_cols = ["method", "seeds", "accuracy [95% CI]"] + [
+            c for c in (f"Δ vs {SFT_START} [95% CI]", "Δ vs grpo [95% CI]")
+            if any(c in r for r in iv)]
         sections.append((
             "Accuracy with 95 % intervals",
             "Percentile bootstrap (10,000 replicates) over held-out items and seeds: items are "

@@ -56,7 +56,8 @@ FUNCTION_CALLING_OVERRIDES = {
     "model.max_position": 1024,
 }
 # Shipped configs that need more than TINY_OVERRIDES, by file name.
-CONFIG_OVERRIDES = {"autotool_fc.py": FUNCTION_CALLING_OVERRIDES}
+CONFIG_OVERRIDES = {"autotool_fc.py": FUNCTION_CALLING_OVERRIDES,
+                    "compare_fc.py": FUNCTION_CALLING_OVERRIDES}
 
 
 def tiny_overrides(workdir: str, **extra) -> dict:

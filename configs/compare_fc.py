@@ -1,0 +1,24 @@
+"""Comparison, family (c): function calling — GRPO, AutoTool and the always-think start.
+
+    python -m toolrl_jax.main --config configs/compare_fc.py
+
+``configs/autotool_fc.py``'s task and model (synthetic function-calling items graded by BFCL's
+AST checker, Hermes calls, AutoTool's auto-think template, a 4-layer × 128 model from scratch):
+one SFT warm-up with think / no-think drawn at random, then GRPO and AutoTool from it per seed;
+beside them the "distilled" start — the same warm-up always in think mode
+(``compare.distilled_start``), no RL. Greedy evaluation on 1,000 held-out items; intervals over
+items and seeds and a verdict per claim in ``compare.md``.
+"""
+
+from toolrl_jax.config import sibling_config
+
+
+def get_config():
+    c = sibling_config(__file__, "autotool_fc")
+    c.name = "compare_fc"
+    c.mode = "compare"
+    c.data.num_heldout = 1000
+    c.compare.recipes = ("grpo", "autotool")
+    c.compare.seeds = (0, 1, 2)
+    c.compare.distilled_start = True
+    return c
