@@ -199,3 +199,21 @@ def test_compare_intervals_and_claim_verdicts_from_item_files(tmp_path):
                    ("tepo_dense − grpo", "correct"): "not reproduced"}
     calls = next(c for c in claims if c["metric"] == "tool_calls")
     assert (calls["ours relative"], calls["paper relative"]) == ("-50%", "-72%")
+
+
+def test_pipeline_report_states_the_paired_interval_of_rl_minus_sft(tmp_path):
+    # 100 items: RL turns 20 wrong items right and none the other way — every bootstrap
+    # replicate is positive; without item files the line is left out.
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "sft/nll": 1.0}) + "\n")
+    exp = _exp(tmp_path)
+    without = epath.Path(write_pipeline_report(exp, _eval(), _eval(shift=0.2))).read_text()
+    assert "95 % interval" not in without
+    sft = np.array([0] * 50 + [1] * 50)
+    rl = sft.copy()
+    rl[:20] = 1
+    _write_items(tmp_path, "sft", sft, np.zeros(100))
+    _write_items(tmp_path, "rl", rl, np.zeros(100))
+    text = epath.Path(write_pipeline_report(exp, _eval(), _eval(shift=0.2))).read_text()
+    line = next(ln for ln in text.splitlines() if "95 % interval" in ln)
+    low, high = (float(x) for x in line.split(": ")[1].split(" points")[0].split(" to "))
+    assert 0 < low < 20 < high <= 30 and line.endswith("excludes zero")

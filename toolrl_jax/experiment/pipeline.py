@@ -6,9 +6,18 @@ The report compares the SFT policy with the RL policy on the held-out split per 
 
 from __future__ import annotations
 
+from toolrl_jax.eval.bootstrap import Interval, paired_difference
 from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import METRICS_FILE, MetricsLogger, read_metrics
-from toolrl_jax.experiment.phases import RL_KEYS, SFT_KEYS, global_resume_step, run_eval, run_rl, run_sft
+from toolrl_jax.experiment.phases import (
+    RL_KEYS,
+    SFT_KEYS,
+    global_resume_step,
+    read_items,
+    run_eval,
+    run_rl,
+    run_sft,
+)
 from toolrl_jax.experiment.report import eval_tables, markdown_table, plot_curves, write_report
 
 COMPARE_METRICS = ("accuracy", "tool_calls", "tokens", "acc_per_100_tokens", "think_rate",
@@ -26,12 +35,17 @@ def comparison_rows(evals: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def verdict(sft: dict, rl: dict) -> str:
+def verdict(sft: dict, rl: dict, diff: Interval | None = None) -> str:
     """The issue's bar, stated with numbers: +5 accuracy points, or −30% easy tool calls at
-    accuracy within 1 point."""
+    accuracy within 1 point. ``diff``: the paired bootstrap interval of RL − SFT accuracy over
+    the held-out items (how far another run of the same config may land)."""
     d_acc = 100 * (rl["all"]["accuracy"] - sft["all"]["accuracy"])
     lines = [f"- accuracy: SFT {100 * sft['all']['accuracy']:.1f}% → RL "
              f"{100 * rl['all']['accuracy']:.1f}% ({d_acc:+.1f} points)"]
+    if diff is not None:
+        lines.append(f"- RL − SFT, 95 % interval over the held-out items (paired bootstrap): "
+                     f"{100 * diff.low:+.1f} to {100 * diff.high:+.1f} points"
+                     + (" — excludes zero" if diff.excludes_zero() else " — includes zero"))
     if "easy" in sft and "easy" in rl:
         s_calls, r_calls = sft["easy"]["tool_calls"], rl["easy"]["tool_calls"]
         cut = (1 - r_calls / s_calls) * 100 if s_calls > 0 else (-100.0 if r_calls > 0 else 0.0)
@@ -50,6 +64,12 @@ def verdict(sft: dict, rl: dict) -> str:
     else:
         lines.append("- result: neither bar (+5 points, or −30% easy tool calls at ±1 point) met")
     return "\n".join(lines)
+
+
+def _item_interval(exp: Experiment) -> Interval | None:
+    """RL − SFT accuracy on the held-out items, when both evaluations wrote their items."""
+    sft, rl = read_items(exp.workdir, "sft"), read_items(exp.workdir, "rl")
+    return paired_difference([rl], [sft]) if sft and rl else None
 
 
 def write_pipeline_report(exp: Experiment, sft_eval: dict, rl_eval: dict) -> str:
@@ -73,7 +93,7 @@ def write_pipeline_report(exp: Experiment, sft_eval: dict, rl_eval: dict) -> str
              f"`{cfg.rl.recipe}` ({cfg.train.steps} steps, {cfg.rollout.prompts_per_step} prompts"
              f" × {cfg.rollout.group_size} samples), evaluated greedily on "
              f"{rl_eval['all']['items']} held-out items ({meta.get('seconds', 0):.0f} s).\n\n"
-             + verdict(sft_eval, rl_eval))
+             + verdict(sft_eval, rl_eval, _item_interval(exp)))
     # Per think mode and per eval.files benchmark (per category), when there are any.
     extra = eval_tables({"sft": [sft_eval], "rl": [rl_eval]})
     return write_report(str(exp.workdir), f"toolrl_jax report — {cfg.name}", intro,
