@@ -217,3 +217,12 @@ def test_pipeline_report_states_the_paired_interval_of_rl_minus_sft(tmp_path):
     line = next(ln for ln in text.splitlines() if "95 % interval" in ln)
     low, high = (float(x) for x in line.split(": ")[1].split(" points")[0].split(" to "))
     assert 0 < low < 20 < high <= 30 and line.endswith("excludes zero")
+
+
+def test_pipeline_verdict_counts_ten_of_two_hundred_items_as_five_points():
+    from toolrl_jax.experiment.pipeline import verdict
+
+    sft = {"all": {"accuracy": 90 / 200}, "easy": {"tool_calls": 1.0}}
+    rl = {"all": {"accuracy": 100 / 200}, "easy": {"tool_calls": 1.0}}
+    assert 100 * (rl["all"]["accuracy"] - sft["all"]["accuracy"]) < 5  # the float trap
+    assert "RL beats SFT by ≥ 5 accuracy points" in verdict(sft, rl)

@@ -39,7 +39,8 @@ def verdict(sft: dict, rl: dict, diff: Interval | None = None) -> str:
     """The issue's bar, stated with numbers: +5 accuracy points, or −30% easy tool calls at
     accuracy within 1 point. ``diff``: the paired bootstrap interval of RL − SFT accuracy over
     the held-out items (how far another run of the same config may land)."""
-    d_acc = 100 * (rl["all"]["accuracy"] - sft["all"]["accuracy"])
+    # Rounded: 100 × (0.50 − 0.45) is 4.999…96 in floating point, and 10 of 200 items is +5.
+    d_acc = round(100 * (rl["all"]["accuracy"] - sft["all"]["accuracy"]), 9)
     lines = [f"- accuracy: SFT {100 * sft['all']['accuracy']:.1f}% → RL "
              f"{100 * rl['all']['accuracy']:.1f}% ({d_acc:+.1f} points)"]
     if diff is not None:

@@ -128,7 +128,9 @@ class CompiledRollout:
         self.window = width
         self.has_stops = bool(stop_sequences)
         self.init_cache = jax.jit(self._init_cache)
-        self.take_slots = jax.jit(self._take_slots, donate_argnums=(0, 1))
+        # Not donated: the smaller drain cache cannot reuse the big one's buffers (XLA would only
+        # warn that the donation was unusable); the engine drops the big one right after.
+        self.take_slots = jax.jit(self._take_slots)
         self.append = jax.jit(self._append_rows, donate_argnums=(1, 2),
                               static_argnames=("kv_len",))
         self.decode_segment = jax.jit(self._decode_segment, donate_argnums=(1, 2),
