@@ -25,7 +25,7 @@ import numpy as np
 from etils import epath
 
 from toolrl_jax.config import Config
-from toolrl_jax.eval.bootstrap import mean_interval, paired_difference
+from toolrl_jax.eval.bootstrap import item_matrix, mean_interval, paired_difference
 from toolrl_jax.experiment.claims import SFT_START, applicable, verdict
 from toolrl_jax.experiment.context import Experiment
 from toolrl_jax.experiment.metrics import METRICS_FILE, MetricsLogger, read_metrics
@@ -208,7 +208,7 @@ def claim_rows(item_files: dict[str, list[tuple]], replicates: int = 10_000) -> 
             continue
         diff = paired_difference(items[claim.method], items[claim.baseline],
                                  replicates=replicates)
-        base = mean_interval(items[claim.baseline], replicates=2).estimate
+        base = float(item_matrix(items[claim.baseline]).mean())
         ours = f"{diff.estimate / base:+.0%}" if base else "n/a"
         paper = f"{claim.paper_relative:+.0%}" if claim.paper_relative is not None else "—"
         rows.append({"claim": claim.paper, "metric": claim.metric,
