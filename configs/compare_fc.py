@@ -6,8 +6,9 @@
 AST checker, Hermes calls, AutoTool's auto-think template, a 4-layer × 128 model from scratch):
 one SFT warm-up with think / no-think drawn at random, then GRPO and AutoTool from it per seed;
 beside them the "distilled" start — the same warm-up always in think mode
-(``compare.distilled_start``), no RL. Greedy evaluation on 1,000 held-out items; intervals over
-items and seeds and a verdict per claim in ``compare.md``.
+(``compare.distilled_start``), no RL. Sampled evaluation (avg@4 at the rollout temperature)
+on 1,000 held-out items; intervals over items and seeds and a verdict per claim in
+``compare.md``.
 """
 
 from toolrl_jax.config import sibling_config
@@ -18,6 +19,9 @@ def get_config():
     c.name = "compare_fc"
     c.mode = "compare"
     c.data.num_heldout = 1000
+    # Sampled avg@4 at rollout.temperature: what RL optimises (configs/compare_math.py).
+    c.eval.greedy = False
+    c.eval.samples = 4
     c.compare.recipes = ("grpo", "autotool")
     c.compare.seeds = (0, 1, 2)
     c.compare.distilled_start = True

@@ -36,7 +36,13 @@ from toolrl_jax.experiment.phases import (
     run_rl,
     run_sft,
 )
-from toolrl_jax.experiment.report import eval_tables, markdown_table, plot_series, write_report
+from toolrl_jax.experiment.report import (
+    decoding,
+    eval_tables,
+    markdown_table,
+    plot_series,
+    write_report,
+)
 from toolrl_jax.tools import PythonTool, ToolExecutor
 
 # (column, bucket in the eval summary, metric in that bucket)
@@ -236,7 +242,8 @@ def write_compare_report(exp: Experiment, sft_eval: dict, evals: dict, curves: d
         f"One SFT warm-up ({cfg.sft.steps} steps), then {cfg.train.steps} RL steps per method × "
         f"seeds {list(cfg.compare.seeds)} ({cfg.rollout.prompts_per_step} prompts × "
         f"{cfg.rollout.group_size} samples per step, same data order per seed). Held-out "
-        f"evaluation: greedy, {sft_eval['all']['items']} items. Cells: mean ± std over seeds. "
+        f"evaluation: {decoding(cfg)}, {sft_eval['all']['items']} items. Cells: mean ± std over "
+        "seeds. "
         "acc/100tok = accuracy per 100 generated tokens (accuracy per compute unit); "
         "ΔH<0 share = share of tool calls after which the model's entropy fell.")
     extra = eval_tables({SFT_START: [sft_eval], **evals})  # per think mode / benchmark

@@ -18,7 +18,13 @@ from toolrl_jax.experiment.phases import (
     run_rl,
     run_sft,
 )
-from toolrl_jax.experiment.report import eval_tables, markdown_table, plot_curves, write_report
+from toolrl_jax.experiment.report import (
+    decoding,
+    eval_tables,
+    markdown_table,
+    plot_curves,
+    write_report,
+)
 
 COMPARE_METRICS = ("accuracy", "tool_calls", "tokens", "acc_per_100_tokens", "think_rate",
                    "tool_success", "entropy_reducing_share")
@@ -92,7 +98,7 @@ def write_pipeline_report(exp: Experiment, sft_eval: dict, rl_eval: dict) -> str
     meta = rl_eval.get("_meta", {})
     intro = (f"Run `{cfg.name}`: SFT warm-up ({cfg.sft.steps} steps) then RL with recipe "
              f"`{cfg.rl.recipe}` ({cfg.train.steps} steps, {cfg.rollout.prompts_per_step} prompts"
-             f" × {cfg.rollout.group_size} samples), evaluated greedily on "
+             f" × {cfg.rollout.group_size} samples), evaluated ({decoding(cfg)}) on "
              f"{rl_eval['all']['items']} held-out items ({meta.get('seconds', 0):.0f} s).\n\n"
              + verdict(sft_eval, rl_eval, _item_interval(exp)))
     # Per think mode and per eval.files benchmark (per category), when there are any.

@@ -128,6 +128,13 @@ def _cell(v: Any, floatfmt: str) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
+def decoding(cfg) -> str:
+    """How held-out completions were decoded (``cfg.eval``), for report prose."""
+    if cfg.eval.greedy:
+        return "greedy"
+    return f"sampled at temperature {cfg.rollout.temperature:g}, avg@{cfg.eval.samples}"
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], floatfmt: str = ".3f") -> str:
     """A GitHub-Markdown table of ``rows`` restricted to ``columns``. Floats use ``floatfmt``; missing
     or null cells are empty; all-number columns are right-aligned so digits line up."""
