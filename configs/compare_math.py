@@ -16,6 +16,10 @@ measured from one warm-up (1,000 items), GRPO after 100 steps vs its start — g
 0.472 (−1.0, interval −2.0 to 0.0), sampled avg@4 0.281 → 0.385 (**+10.3, +9.0 to +11.7**);
 the rollout accuracy rose 0.19 → 0.35 by step 50 and 0.43 by step 100 (docs/methods.md).
 
+Measured as committed, GRPO arm only (3 seeds, docs/results/compare_math.md): 0.292 → 0.286
+(−0.006, interval −0.065 to +0.070) — every seed's rollout accuracy first falls at lr 5e-4 and
+50 steps are spent recovering; the learning rate is the next thing to measure.
+
 Cost on the 2-core machine: SFT 3 min; an RL run of 100 steps 7.7 min (a Python call is a fresh
 sandboxed interpreter: ~3 s of every step, against 0.5 s for the calculator), a sampled
 evaluation of 1,000 items × 4 about 3 min — hence 50 steps and 500 items, ~5 min per run and
