@@ -149,8 +149,8 @@ def _too_long_row(r: dict) -> dict:
 
 def _summary(rows: list[dict], samples: int) -> dict:
     # Modes exist only for completions that were generated: a prompt too long to run has none.
-    ran = [r["short"] for r in rows if not r.get("too_long")]
-    short = float(np.mean(ran)) if ran else float("nan")
+    ran = [r for r in rows if not r.get("too_long")]
+    short = float(np.mean([r["short"] for r in ran])) if ran else float("nan")
     correct = np.array([r["correct"] for r in rows])
     calls = np.array([r["calls"] for r in rows])
     tokens = np.array([r["tokens"] for r in rows])
@@ -173,8 +173,8 @@ def _summary(rows: list[dict], samples: int) -> dict:
         # Accuracy within each mode (nan when no completion took it): whether thinking / calling
         # pays *for this decoding* — sampled, a long tool-using completion can fail far more
         # often than greedily (docs/methods.md, why RL loses held-out accuracy).
-        "accuracy_short": _mean_where([r for r in rows if not r.get("too_long")], 1.0),
-        "accuracy_long": _mean_where([r for r in rows if not r.get("too_long")], 0.0),
+        "accuracy_short": _mean_where(ran, 1.0),
+        "accuracy_long": _mean_where(ran, 0.0),
         "entropy_reducing_share": sum(r["reducing"] for r in rows) / valid if valid else float("nan"),
         "mean_delta_entropy": (sum(r["delta_sum"] for r in rows) / valid if valid
                                else float("nan")),

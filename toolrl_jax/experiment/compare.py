@@ -203,9 +203,11 @@ def interval_rows(items: dict[str, list[dict]], replicates: int = 10_000) -> lis
     return rows
 
 
-def claim_rows(item_files: dict[str, list[tuple]], replicates: int = 10_000) -> list[dict]:
-    """One row per applicable claim: the paper's number, ours with its interval, the verdict."""
-    rows, cache = [], {}
+def claim_rows(item_files: dict[str, list[tuple]], replicates: int = 10_000,
+               loaded: dict[str, dict] | None = None) -> list[dict]:
+    """One row per applicable claim: the paper's number, ours with its interval, the verdict.
+    ``loaded``: per-item metrics already read (:func:`load_items` by metric), not read again."""
+    rows, cache = [], dict(loaded or {})
     for claim in applicable(set(item_files)):
         if claim.metric not in cache:
             cache[claim.metric] = load_items(item_files, claim.metric)
@@ -260,7 +262,7 @@ def write_compare_report(exp: Experiment, sft_eval: dict, evals: dict, curves: d
             "drawn once per replicate for every method (differences are paired), seeds per "
             "method. ✓: the interval excludes zero.\n\n"
             + markdown_table(iv, iv_cols)))
-        claims = claim_rows(item_files)
+        claims = claim_rows(item_files, loaded={"correct": correct})
         if claims:
             sections.append((
                 "Claims, one by one",

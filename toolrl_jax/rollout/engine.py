@@ -199,6 +199,7 @@ class RolloutEngine:
         self.stats = RolloutStats()
         self.tool_workers = tool_workers
         self._pool: cf.ThreadPoolExecutor | None = None
+        self._pool_size = 0
         b, shards = self.shapes.batch, self.layout.row_shards
         # Compiled append batch sizes: a quarter of the slots (refills and results arrive a few
         # at a time) and all of them (the first fill); multiples of the row shards.
@@ -332,10 +333,11 @@ class RolloutEngine:
         7.7 s; benchmarks/rollout_throughput.py (b)). Threads start only when a call needs one,
         so a large pool costs nothing until used; between calls no call is in flight."""
         want = self.tool_workers or max(1, rows)
-        if self._pool is None or self._pool._max_workers != want:
+        if self._pool_size != want:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
             self._pool = cf.ThreadPoolExecutor(max_workers=want, thread_name_prefix="rollout-call")
+            self._pool_size = want
 
     def _run(self, params, rows: list[_Row]) -> None:
         """The host loop of the module docstring, over this process's ``rows``."""
