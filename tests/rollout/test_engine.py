@@ -175,6 +175,30 @@ def test_every_parked_row_has_its_call_in_flight_at_once(setup, tokenizer):
         engine.execute, engine.tool_workers = saved
 
 
+def test_tool_time_is_split_into_own_run_time_and_queue_wait(setup, tokenizer):
+    # Each call takes >= 20 ms of wall time in the engine's thread but reports 5 ms of its own:
+    # tools_s sums the reported run times exactly; the rest is counted as queueing.
+    _, params, engine = setup
+
+    def slow_reporting_5ms(calls):
+        time.sleep(0.02)
+        return [dataclasses.replace(r, elapsed_s=0.005) for r in echo_executor(calls)]
+
+    saved = engine.execute
+    try:
+        engine.execute = slow_reporting_5ms
+        before = dataclasses.replace(engine.stats)
+        trajs = engine.generate(params, _prompts(tokenizer, PROMPTS), group_size=2)
+    finally:
+        engine.execute = saved
+    calls = sum(t.num_calls for t in trajs)
+    assert calls >= 4
+    run_s = engine.stats.tools_s - before.tools_s
+    queue_s = engine.stats.tools_queue_s - before.tools_queue_s
+    assert run_s == pytest.approx(0.005 * calls, rel=1e-6)
+    assert queue_s >= 0.015 * calls
+
+
 def test_refills_and_parked_rows_keep_trajectories_and_logprobs_exact(setup, tokenizer):
     # 2 slots for 12 rows: rows wait for a slot, are prefilled as others finish, park on calls
     # that return out of order. Same trajectories as one slot per row, token for token, and the

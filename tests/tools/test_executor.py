@@ -119,6 +119,18 @@ def test_backstop_timeout_counts_from_start_of_each_call():
     assert elapsed < 1.5
 
 
+def test_elapsed_is_each_calls_own_run_time_not_its_queue_wait():
+    # One worker, four 0.1 s calls: the last waits ~0.3 s in the queue. Each result's elapsed_s
+    # is its own ~0.1 s (SleepTool measures nothing itself), so the engine's time/tools_s is
+    # the tools' cost and time/tools_queue_s the waiting.
+    with ToolExecutor({"sleep": SleepTool()}, max_workers=1) as ex:
+        start = time.monotonic()
+        results = ex.run([call("sleep", seconds=0.1) for _ in range(4)])
+        elapsed = time.monotonic() - start
+    assert elapsed >= 0.4
+    assert all(0.1 <= r.elapsed_s < 0.25 for r in results), [r.elapsed_s for r in results]
+
+
 def test_long_results_are_truncated_head_and_tail():
     class Loud:
         name, description, parameters = "loud", "", {}

@@ -78,6 +78,9 @@ class EngineLimits:
 class RolloutStats:
     generate_s: float = 0.0  # device programs (dispatch + wait for their results)
     tools_s: float = 0.0  # sum of the calls' own run times (they overlap each other and decode)
+    # Sum of the time calls sat in the pool / executor queues before running: with more rows
+    # calling at once than ``tools.max_workers`` this dominates, and it is not the tool's cost.
+    tools_queue_s: float = 0.0
     tool_wait_s: float = 0.0  # the loop waited for a tool with no slot left to decode
     host_s: float = 0.0  # parsing, tokenizing results, building inputs
     segments: int = 0
@@ -549,10 +552,16 @@ class RolloutEngine:
 
         def run() -> ToolResult:
             t0 = time.perf_counter()
+            result = None
             try:
-                return self.execute([call])[0]
+                result = self.execute([call])[0]
+                return result
             finally:
-                self.stats.tools_s += time.perf_counter() - t0
+                wall = time.perf_counter() - t0
+                # The tool measures its own run; the rest of ``wall`` was spent queued.
+                own = min(result.elapsed_s, wall) if result is not None else wall
+                self.stats.tools_s += own
+                self.stats.tools_queue_s += wall - own
 
         return self._pool.submit(run)
 

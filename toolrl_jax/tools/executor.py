@@ -14,6 +14,7 @@ Python sandbox kills its process group), so the backstop only catches bugs.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
@@ -104,6 +105,9 @@ class ToolExecutor:
         except Exception as e:  # a tool bug must not take the rollout down; the model sees it
             result = ToolResult(ToolStatus.ERROR, f"{call.name}: internal tool error: "
                                 f"{type(e).__name__}: {e}")
+        # The run time as measured here, from start to result: every tool gets the same clock
+        # (some tools measure nothing), and queueing before ``started`` is not part of it.
+        result = dataclasses.replace(result, elapsed_s=time.monotonic() - started[0])
         text, cut = truncate_middle(result.text, self.max_result_chars)
         if cut:
             result = ToolResult(result.status, text, True, result.elapsed_s)

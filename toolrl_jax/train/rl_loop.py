@@ -208,6 +208,7 @@ class RLTrainer:
             "time/rollout_s": t_rollout,
             "time/generation_s": stats.generate_s - stats0.generate_s,
             "time/tools_s": stats.tools_s - stats0.tools_s,
+            "time/tools_queue_s": stats.tools_queue_s - stats0.tools_queue_s,
             "time/train_s": t_train,
             "perf/rollout_tokens_per_s": generated / max(t_rollout, 1e-9),
         })
