@@ -1,11 +1,12 @@
 import dataclasses
+import itertools
 import json
 import os
 
 import pytest
 
 from toolrl_jax.config.data import DataConfig
-from toolrl_jax.data import pipeline, prepare, synthetic
+from toolrl_jax.data import pipeline, prepare, splits, synthetic
 from toolrl_jax.data.builders import Gsm8kTasks, JsonlTasks, TaskSource, prepare_builder
 from toolrl_jax.data.records import DataError
 from toolrl_jax.data.trajectories import template_renderer
@@ -218,3 +219,30 @@ def test_prepare_run(tmp_path, small_cfg):
     assert corpus == tmp_path / "corpus.jsonl" and corpus.is_file()
     assert prepare.prepare_corpus(dataclasses.replace(cfg, tasks=("arithmetic",)), tmp_path
                                   / "x") is None
+
+
+def test_rl_only_share_keeps_rl_prompts_out_of_the_warm_up(synth, small_cfg, tokenizer):
+    # rl_only_fraction=0.3: the RL loader reads exactly the items the SFT loader never shows,
+    # together they cover the train split, and the share is ~0.3 (a hash, not a count).
+    cfg = dataclasses.replace(small_cfg, rl_only_fraction=0.3)
+    n = small_cfg.num_train
+    rl_ids = {e["id"] for b in itertools.islice(iter(pipeline.prompt_loader(
+        cfg, synth, split="train", batch_size=4, seed=0, tools=TOOLS)), 3 * n // 4) for e in b}
+    sft_ids = {e["id"] for b in itertools.islice(iter(pipeline.sft_loader(
+        cfg, synth, batch_size=4, seed=0, tools=TOOLS, tokenizer=tokenizer,
+        )), 3 * n // 4) for e in b}
+    every = {r["id"] for r in TaskSource(synth, "train").records()}
+    assert not rl_ids & sft_ids
+    assert rl_ids == {i for i in every if splits.rl_only(str(i), cfg.split_seed, 0.3)}
+    assert 0.15 * n < len(rl_ids) < 0.45 * n
+    assert len(sft_ids) > 0.4 * n  # (examples over sft_max_len are dropped by the loader)
+    # 0 (the default): RL reads the whole split (3 epochs' worth of batches here).
+    assert {e["id"] for b in itertools.islice(iter(pipeline.prompt_loader(
+        small_cfg, synth, split="train", batch_size=4, seed=0, tools=TOOLS)), 3 * n // 4)
+        for e in b} == every
+    subset = pipeline.StageSubset(TaskSource(synth, "train"), "rl", 0.3, 0)
+    assert len(subset) == len(rl_ids) and "rl_only_fraction=0.3" in repr(subset)
+    with pytest.raises(ValueError, match="leaves no train record"):
+        pipeline.StageSubset([{"id": "a"}], "rl", 1e-9, 0)
+    with pytest.raises(ValueError, match="rl_only_fraction=1.0 must be in"):
+        DataConfig(rl_only_fraction=1.0).validate("data")

@@ -36,6 +36,11 @@ class DataConfig:
     # sampling seed, so train and held-out never share an item whatever seeds generate them.
     split_seed: int = 0
     heldout_fraction: float = 0.2
+    # Share of the train split kept out of the SFT warm-up and read only as RL prompts (by a
+    # hash of the item id). 0: both stages read every train item — and RL then samples questions
+    # whose answers the warm-up taught, which a from-scratch model memorises (on the lookup
+    # family, rollout accuracy 0.9–1.0 with no search; docs/methods.md).
+    rl_only_fraction: float = 0.0
 
     # --- synthetic tasks ----------------------------------------------------------------------
     # function_call: items with their own tools (data/function_calling.py; needs hermes calls).
@@ -85,6 +90,8 @@ class DataConfig:
             0.0 < self.heldout_fraction < 1.0,
             f"{path}.heldout_fraction={self.heldout_fraction} must be in (0, 1)",
         )
+        require(0.0 <= self.rl_only_fraction < 1.0,
+                f"{path}.rl_only_fraction={self.rl_only_fraction} must be in [0, 1)")
         require(len(self.tasks) > 0, f"{path}.tasks must name at least one task")
         for task in self.tasks:
             require(

@@ -31,7 +31,7 @@ from toolrl_jax.data.prompts import (
     template_tools,
 )
 from toolrl_jax.data.sft import encode_prompt, encode_sft_example, make_sft_example
-from toolrl_jax.data.splits import HELDOUT, TRAIN
+from toolrl_jax.data.splits import HELDOUT, TRAIN, rl_only
 from toolrl_jax.data.trajectories import ResultRenderer, choose_mode
 
 
@@ -142,6 +142,35 @@ class MaxLength(grain.transforms.Filter):
         return False
 
 
+class StageSubset:
+    """The train records one stage reads when ``DataConfig.rl_only_fraction`` keeps a share of
+    them for RL (a grain ``RandomAccessDataSource``): stage ``"rl"`` reads exactly that share,
+    ``"sft"`` the rest, so RL prompts are questions the warm-up never answered. Records are
+    assigned by a hash of their id (:func:`~toolrl_jax.data.splits.rl_only`); the ``repr``
+    names the inner source, stage and share, so a saved iterator state refuses another split."""
+
+    def __init__(self, source: Any, stage: str, fraction: float, split_seed: int):
+        if stage not in ("sft", "rl"):
+            raise ValueError(f"unknown stage {stage!r}; expected 'sft' or 'rl'")
+        self._source, self._stage, self._fraction = source, stage, fraction
+        self._index = [i for i in range(len(source))
+                       if rl_only(str(source[i]["id"]), split_seed, fraction) == (stage == "rl")]
+        if not self._index:
+            raise ValueError(f"data.rl_only_fraction={fraction} leaves no train record of "
+                             f"{source!r} for {stage}: use a share strictly between 0 and 1 "
+                             "and more train items")
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._source[self._index[index]]
+
+    def __repr__(self) -> str:
+        return (f"StageSubset({self._source!r}, stage={self._stage}, "
+                f"rl_only_fraction={self._fraction}, records={len(self)})")
+
+
 def make_loader(
     source: Any,
     *,
@@ -206,6 +235,8 @@ def prompt_loader(
         source = TaskSource(builder, split)
         if train and cfg.labels_path:  # RL prompts: the labelled items refinement kept for RL
             source = LabelledSource(source, read_labels(cfg.labels_path), "rl")
+        if train and cfg.rl_only_fraction > 0:
+            source = StageSubset(source, "rl", cfg.rl_only_fraction, cfg.split_seed)
     return make_loader(
         source,
         batch_size=batch_size,
@@ -248,6 +279,8 @@ def sft_loader(
     labels = read_labels(cfg.labels_path) if cfg.labels_path else None
     if labels is not None:
         source = LabelledSource(source, labels, "sft")
+    if cfg.rl_only_fraction > 0:
+        source = StageSubset(source, "sft", cfg.rl_only_fraction, cfg.split_seed)
     return make_loader(
         source,
         batch_size=batch_size,

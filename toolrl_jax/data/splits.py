@@ -31,6 +31,13 @@ def split_of(item_key: str, split_seed: int, heldout_fraction: float) -> str:
     return HELDOUT if stable_uniform("split", split_seed, item_key) < heldout_fraction else TRAIN
 
 
+def rl_only(item_key: str, split_seed: int, fraction: float) -> bool:
+    """Whether a train item is kept out of the SFT warm-up and read only as an RL prompt
+    (``DataConfig.rl_only_fraction``): RL then samples questions whose answers the warm-up
+    never showed, as held-out evaluation does."""
+    return stable_uniform("rl-only", split_seed, item_key) < fraction
+
+
 def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
