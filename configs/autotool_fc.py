@@ -38,6 +38,10 @@ from toolrl_jax.config import sibling_config
 def get_config():
     c = sibling_config(__file__, "demo")  # 4 x 128 Qwen2-style model, demo BPE of 1024 tokens
     c.name = "autotool_fc"
+    # Pinned where configs/demo.py moved (2026-11-30) so this config still runs as measured.
+    c.rollout.cache_windows = 4
+    c.eval.greedy = True
+    c.eval.samples = 1
     c.mode = "pipeline"
 
     c.data.tasks = ("function_call",)

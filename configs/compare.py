@@ -27,6 +27,13 @@ def get_config():
     c = sibling_config(__file__, "demo")  # same model (4 × 128 Qwen2-style), tokenizer size, rollout sampling
     c.name = "compare"
     c.mode = "compare"
+    # Pinned where configs/demo.py moved (2026-11-30) so this config still runs as measured.
+    c.data.num_heldout = 200
+    c.data.sft_p_long = 0.5
+    c.rollout.cache_windows = 4
+    c.train.checkpoint_every = 5
+    c.eval.greedy = True
+    c.eval.samples = 1
 
     c.data.tasks = ("arithmetic", "lookup")
     # Longest warm-up example (2-hop lookup / 5-term sum, long mode) is ~200 tokens; a smaller

@@ -38,6 +38,10 @@ def get_config():
     c = sibling_config(__file__, "demo")
     c.name = "compare_math"
     c.mode = "compare"
+    # Pinned where configs/demo.py moved (2026-11-30) so this config still runs as measured.
+    c.sft.steps = 600
+    c.rollout.cache_windows = 4
+    c.train.checkpoint_every = 5
     c.data.num_heldout = 500
     c.eval.greedy = False  # avg@4 at rollout.temperature (see the docstring)
     c.eval.samples = 4
