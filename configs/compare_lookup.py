@@ -30,6 +30,10 @@ def get_config():
     c.eval.greedy = False
     c.eval.samples = 4
     c.data.sft_p_long = 0.7
+    # Half the train split (by person for two-hop items, data/splits.py:stage_key) is kept out
+    # of the warm-up and read only as RL prompts: with every train question in the warm-up, RL
+    # sampled memorised answers and learnt only to stop searching (docstring above).
+    c.data.rl_only_fraction = 0.5
     c.tools.enabled = ("search",)
     c.optim.learning_rate = 2e-4  # as configs/compare_math.py (measured there)
     c.train.steps = 100

@@ -231,9 +231,21 @@ def test_rl_only_share_keeps_rl_prompts_out_of_the_warm_up(synth, small_cfg, tok
     sft_ids = {e["id"] for b in itertools.islice(iter(pipeline.sft_loader(
         cfg, synth, batch_size=4, seed=0, tools=TOOLS, tokenizer=tokenizer,
         )), 3 * n // 4) for e in b}
-    every = {r["id"] for r in TaskSource(synth, "train").records()}
+    records = list(TaskSource(synth, "train").records())
+    every = {r["id"] for r in records}
     assert not rl_ids & sft_ids
-    assert rl_ids == {i for i in every if splits.rl_only(str(i), cfg.split_seed, 0.3)}
+    assert rl_ids == {r["id"] for r in records
+                      if splits.rl_only(splits.stage_key(r), cfg.split_seed, 0.3)}
+    # No question, and no hard lookup item's person, is on both sides: a repeat or a sibling
+    # template in the warm-up would hand RL a memorised answer.
+    by_id = {r["id"]: r for r in records}
+    rl_keys = {splits.stage_key(by_id[i]) for i in rl_ids}
+    sft_keys = {splits.stage_key(by_id[i]) for i in sft_ids}
+    assert not rl_keys & sft_keys
+    assert not {by_id[i]["question"] for i in rl_ids} & {by_id[i]["question"] for i in sft_ids}
+    hard = [by_id[i] for i in rl_ids | sft_ids
+            if by_id[i]["metadata"].get("kind") == "country_of_person"]
+    assert hard and all(r["metadata"]["subject"] in r["question"] for r in hard)
     assert 0.15 * n < len(rl_ids) < 0.45 * n
     assert len(sft_ids) > 0.4 * n  # (examples over sft_max_len are dropped by the loader)
     # 0 (the default): RL reads the whole split (3 epochs' worth of batches here).
@@ -243,6 +255,6 @@ def test_rl_only_share_keeps_rl_prompts_out_of_the_warm_up(synth, small_cfg, tok
     subset = pipeline.StageSubset(TaskSource(synth, "train"), "rl", 0.3, 0)
     assert len(subset) == len(rl_ids) and "rl_only_fraction=0.3" in repr(subset)
     with pytest.raises(ValueError, match="leaves no train record"):
-        pipeline.StageSubset([{"id": "a"}], "rl", 1e-9, 0)
+        pipeline.StageSubset([{"id": "a", "question": "q"}], "rl", 1e-9, 0)
     with pytest.raises(ValueError, match="rl_only_fraction=1.0 must be in"):
         DataConfig(rl_only_fraction=1.0).validate("data")

@@ -31,6 +31,15 @@ def test_stable_uniform_matches_sha256_reference():
     assert split_of("What is 7+5?", 0, 0.7) == "heldout"
 
 
+def test_stage_key_is_the_subject_else_the_question():
+    from toolrl_jax.data.splits import stage_key
+
+    assert stage_key({"id": "1", "question": "Where?", "metadata": {"subject": "Bafo Kemit"}}) \
+        == "Bafo Kemit"
+    assert stage_key({"id": "1", "question": "Where?", "metadata": {}}) == "Where?"
+    assert stage_key({"id": "2", "question": "Where?"}) == "Where?"  # the id never decides
+
+
 def test_cycle_sample_covers_pool_before_repeating():
     import random
 

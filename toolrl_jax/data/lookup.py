@@ -132,7 +132,7 @@ def _hard_items(world: World, people: list[str]) -> list[dict[str, Any]]:
                 (f"{city} country", world.city_passage(city))]
         for template in _TWO_HOP_TEMPLATES:
             items.append({"question": template.format(p=person), "answer": world.city_country[city],
-                          "hops": hops, "kind": "country_of_person"})
+                          "hops": hops, "kind": "country_of_person", "subject": person})
     return items
 
 
@@ -194,7 +194,10 @@ def generate(
             task=TASK,
             difficulty=difficulty,
             trajectory=trajectory_for(item),
-            metadata={"kind": item["kind"], "hops": [[q, p["id"]] for q, p in item["hops"]]},
+            # subject: a hard item's person — both its question templates stay on one side of
+            # data.rl_only_fraction (data/splits.py:stage_key)
+            metadata={"kind": item["kind"], "hops": [[q, p["id"]] for q, p in item["hops"]],
+                      **({"subject": item["subject"]} if "subject" in item else {})},
         )
         for i, (difficulty, item) in enumerate(items)
     ]

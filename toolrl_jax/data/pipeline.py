@@ -31,7 +31,7 @@ from toolrl_jax.data.prompts import (
     template_tools,
 )
 from toolrl_jax.data.sft import encode_prompt, encode_sft_example, make_sft_example
-from toolrl_jax.data.splits import HELDOUT, TRAIN, rl_only
+from toolrl_jax.data.splits import HELDOUT, TRAIN, rl_only, stage_key
 from toolrl_jax.data.trajectories import ResultRenderer, choose_mode
 
 
@@ -146,7 +146,8 @@ class StageSubset:
     """The train records one stage reads when ``DataConfig.rl_only_fraction`` keeps a share of
     them for RL (a grain ``RandomAccessDataSource``): stage ``"rl"`` reads exactly that share,
     ``"sft"`` the rest, so RL prompts are questions the warm-up never answered. Records are
-    assigned by a hash of their id (:func:`~toolrl_jax.data.splits.rl_only`); the ``repr``
+    assigned by a hash of their :func:`~toolrl_jax.data.splits.stage_key` (subject, else
+    question: :func:`~toolrl_jax.data.splits.rl_only`); the ``repr``
     names the inner source, stage and share, so a saved iterator state refuses another split."""
 
     def __init__(self, source: Any, stage: str, fraction: float, split_seed: int):
@@ -154,7 +155,7 @@ class StageSubset:
             raise ValueError(f"unknown stage {stage!r}; expected 'sft' or 'rl'")
         self._source, self._stage, self._fraction = source, stage, fraction
         self._index = [i for i in range(len(source))
-                       if rl_only(str(source[i]["id"]), split_seed, fraction) == (stage == "rl")]
+                       if rl_only(stage_key(source[i]), split_seed, fraction) == (stage == "rl")]
         if not self._index:
             raise ValueError(f"data.rl_only_fraction={fraction} leaves no train record of "
                              f"{source!r} for {stage}: use a share strictly between 0 and 1 "

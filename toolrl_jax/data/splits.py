@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -36,6 +36,16 @@ def rl_only(item_key: str, split_seed: int, fraction: float) -> bool:
     (``DataConfig.rl_only_fraction``): RL then samples questions whose answers the warm-up
     never showed, as held-out evaluation does."""
     return stable_uniform("rl-only", split_seed, item_key) < fraction
+
+
+def stage_key(record: Mapping[str, Any]) -> str:
+    """What decides a train record's stage under ``DataConfig.rl_only_fraction``: its
+    ``metadata["subject"]`` when the source names one (a lookup item's rare person, whose two
+    question templates must not straddle the stages), else its question text. Never the record
+    id: a small pool sampled into a larger split repeats questions under fresh ids, and a repeat
+    on the SFT side would hand RL a memorised answer."""
+    subject = (record.get("metadata") or {}).get("subject")
+    return str(subject) if subject else str(record["question"])
 
 
 def check_split(split: str) -> str:
