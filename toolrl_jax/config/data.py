@@ -37,9 +37,10 @@ class DataConfig:
     split_seed: int = 0
     heldout_fraction: float = 0.2
     # Share of the train split kept out of the SFT warm-up and read only as RL prompts (by a
-    # hash of the item's subject or question, data/splits.py:stage_key). 0: both stages read every train item — and RL then samples questions
-    # whose answers the warm-up taught, which a from-scratch model memorises (on the lookup
-    # family, rollout accuracy 0.9–1.0 with no search; docs/methods.md).
+    # hash of the item's subject or question, data/splits.py:stage_key). 0: both stages read
+    # every train item — and RL then samples questions whose answers the warm-up taught, which
+    # a from-scratch model memorises (on the lookup family, rollout accuracy 0.9–1.0 with no
+    # search; docs/methods.md).
     rl_only_fraction: float = 0.0
 
     # --- synthetic tasks ----------------------------------------------------------------------

@@ -33,6 +33,7 @@ import numpy as np
 from toolrl_jax.data.modes import Mode
 from toolrl_jax.data.records import DataError
 from toolrl_jax.data.splits import stable_uniform
+from toolrl_jax.data.subsets import IndexSubset
 from toolrl_jax.jsonl import iter_json_lines
 
 LABELS_FILE = "labels.jsonl"
@@ -220,7 +221,7 @@ def read_labels(path: str) -> dict[str, ItemLabel]:
     return out
 
 
-class LabelledSource:
+class LabelledSource(IndexSubset):
     """Random access to the records of ``source`` whose label keeps them for ``stage`` (a grain
     ``RandomAccessDataSource``). Unlabelled records are left out: the labelled subset is the
     training set. Its ``repr`` names the inner source and a digest of the kept ids, so a saved
@@ -229,7 +230,6 @@ class LabelledSource:
     def __init__(self, source: Any, labels: Mapping[str, ItemLabel], stage: Stage):
         if stage not in ("sft", "rl"):
             raise ValueError(f"unknown stage {stage!r}; expected 'sft' or 'rl'")
-        self._source, self._stage = source, stage
         kept = []
         for i in range(len(source)):
             lab = labels.get(str(source[i]["id"]))
@@ -238,16 +238,6 @@ class LabelledSource:
         if not kept:
             raise DataError(f"no record of {source!r} is labelled and kept for {stage} "
                             f"({len(labels)} labels): do the labels belong to this data?")
-        self._index = kept
         ids = "\x1f".join(str(source[i]["id"]) for i in kept)
-        self._digest = hashlib.sha256(ids.encode("utf-8")).hexdigest()[:12]
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._source[self._index[index]]
-
-    def __repr__(self) -> str:
-        return (f"LabelledSource({self._source!r}, stage={self._stage}, kept={len(self)}, "
-                f"ids={self._digest})")
+        digest = hashlib.sha256(ids.encode("utf-8")).hexdigest()[:12]
+        super().__init__(source, kept, f"stage={stage}, kept={len(kept)}, ids={digest}")

@@ -32,6 +32,7 @@ from toolrl_jax.data.prompts import (
 )
 from toolrl_jax.data.sft import encode_prompt, encode_sft_example, make_sft_example
 from toolrl_jax.data.splits import HELDOUT, TRAIN, rl_only, stage_key
+from toolrl_jax.data.subsets import IndexSubset
 from toolrl_jax.data.trajectories import ResultRenderer, choose_mode
 
 
@@ -142,7 +143,7 @@ class MaxLength(grain.transforms.Filter):
         return False
 
 
-class StageSubset:
+class StageSubset(IndexSubset):
     """The train records one stage reads when ``DataConfig.rl_only_fraction`` keeps a share of
     them for RL (a grain ``RandomAccessDataSource``): stage ``"rl"`` reads exactly that share,
     ``"sft"`` the rest, so RL prompts are questions the warm-up never answered. Records are
@@ -153,23 +154,14 @@ class StageSubset:
     def __init__(self, source: Any, stage: str, fraction: float, split_seed: int):
         if stage not in ("sft", "rl"):
             raise ValueError(f"unknown stage {stage!r}; expected 'sft' or 'rl'")
-        self._source, self._stage, self._fraction = source, stage, fraction
-        self._index = [i for i in range(len(source))
-                       if rl_only(stage_key(source[i]), split_seed, fraction) == (stage == "rl")]
-        if not self._index:
+        index = [i for i in range(len(source))
+                 if rl_only(stage_key(source[i]), split_seed, fraction) == (stage == "rl")]
+        if not index:
             raise ValueError(f"data.rl_only_fraction={fraction} leaves no train record of "
                              f"{source!r} for {stage}: use a share strictly between 0 and 1 "
                              "and more train items")
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._source[self._index[index]]
-
-    def __repr__(self) -> str:
-        return (f"StageSubset({self._source!r}, stage={self._stage}, "
-                f"rl_only_fraction={self._fraction}, records={len(self)})")
+        super().__init__(source, index, f"stage={stage}, rl_only_fraction={fraction}, "
+                                        f"records={len(index)}")
 
 
 def make_loader(

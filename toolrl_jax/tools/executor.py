@@ -107,10 +107,9 @@ class ToolExecutor:
                                 f"{type(e).__name__}: {e}")
         # The run time as measured here, from start to result: every tool gets the same clock
         # (some tools measure nothing), and queueing before ``started`` is not part of it.
-        result = dataclasses.replace(result, elapsed_s=time.monotonic() - started[0])
         text, cut = truncate_middle(result.text, self.max_result_chars)
-        if cut:
-            result = ToolResult(result.status, text, True, result.elapsed_s)
+        result = dataclasses.replace(result, elapsed_s=time.monotonic() - started[0],
+                                     **({"text": text, "truncated": True} if cut else {}))
         if self.cache is not None and self.cache.mode == "record":
             self.cache.put(call.name, call.arguments, result)
         return result
