@@ -52,8 +52,8 @@ def test_every_shipped_config_runs_one_step(tmp_path, path):
         assert glob.glob(str(tmp_path / "rollouts" / "*.jsonl"))
 
 
-NON_TIMING = ("rollout/accuracy", "reward/mean", "rollout/tool_calls", "rollout/response_len",
-              "pg/loss", "train/grad_norm", "policy/entropy")
+NON_TIMING = ("rollout/accuracy", "sampled/accuracy", "reward/mean", "rollout/tool_calls",
+              "rollout/response_len", "pg/loss", "train/grad_norm", "policy/entropy")
 
 
 class _Preempted(Exception):

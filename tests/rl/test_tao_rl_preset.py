@@ -73,12 +73,15 @@ class _Part:
 
     def __init__(self, records):
         self.records_B = np.array(records, object)
+        # a made-up outcome per prompt: correct when its id is a multiple of 3, id % 2 calls
+        self.correct_B = np.array([r["id"] % 3 == 0 for r in records], np.float32)
+        self.arrays = type("A", (), dict(num_calls_B=np.array([r["id"] % 2 for r in records])))
 
     def take(self, rows):
         return _Part(list(self.records_B[np.asarray(rows)]))
 
 
-def _collect(monkeypatch, recipe_cfg, keep_fn, P=4, G=2, batch=4):
+def _collect(monkeypatch, recipe_cfg, keep_fn, P=4, G=2, batch=4, with_counts=False):
     drawn = []
 
     class Engine:
@@ -111,7 +114,9 @@ def _collect(monkeypatch, recipe_cfg, keep_fn, P=4, G=2, batch=4):
     counter = itertools.count()
     data = iter(lambda: [{"id": next(counter), "prompt_ids": [1, 2]} for _ in range(batch)],
                 None)
-    scored, weight, _, rounds = trainer.collect(None, data, step=0)
+    scored, weight, counts, rounds = trainer.collect(None, data, step=0)
+    if with_counts:
+        return drawn, scored, weight, rounds, counts
     return drawn, scored, weight, rounds
 
 
@@ -146,6 +151,18 @@ def test_duplicate_refill_samples_again_when_nothing_survived(monkeypatch):
     drawn, s, w, rounds = _collect(monkeypatch, RLConfig(recipe="tao_rl"), lambda i: i == 13)
     assert drawn == [12, 12] and rounds == 2  # first 12 (ids 0..11) all dropped
     assert [r["id"] for r in s.records_B[::2]] == [13] * 4
+
+
+def test_sampled_metrics_cover_every_round_before_the_filter(monkeypatch):
+    # 24 prompts drawn over two rounds (ids 0..23), only id 13 kept: the kept batch is all id 13
+    # (wrong, one call), while sampled/* average every drawn row — 8 of 24 ids are multiples of
+    # 3, 12 of 24 odd.
+    drawn, s, w, rounds, counts = _collect(monkeypatch, RLConfig(recipe="tao_rl"),
+                                           lambda i: i == 13, with_counts=True)
+    assert drawn == [12, 12] and float(s.correct_B.mean()) == 0.0
+    assert counts["sampled/accuracy"] == pytest.approx(8 / 24)
+    assert counts["sampled/tool_calls"] == pytest.approx(12 / 24)
+    assert counts["filter/groups_dropped"] == 23
 
 
 def test_refill_rule_and_refill_duplicate_units():

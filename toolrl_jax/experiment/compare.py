@@ -57,8 +57,10 @@ TABLE = (
     ("think rate", "all", "think_rate"),
     ("ΔH<0 share", "all", "entropy_reducing_share"),
 )
-CURVES = ("rollout/accuracy", "rollout/tool_calls", "rollout/entropy/model", "rollout/response_len",
-          "rollout/tool/entropy_reducing_frac")
+# sampled/accuracy: every row the policy sampled (comparable across recipes); rollout/*: the
+# batch trained on, after a recipe's filters (train/rl_loop.py:RLLoop.collect).
+CURVES = ("sampled/accuracy", "rollout/accuracy", "rollout/tool_calls", "rollout/entropy/model",
+          "rollout/response_len", "rollout/tool/entropy_reducing_frac")
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:
