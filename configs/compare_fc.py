@@ -9,6 +9,11 @@ beside them the "distilled" start — the same warm-up always in think mode
 (``compare.distilled_start``), no RL. Sampled evaluation (avg@4 at the rollout temperature)
 on 400 held-out items; intervals over items and seeds and a verdict per claim in
 ``compare.md``.
+
+Measured (2026-11-30, 70 min on 2 cores beside other runs; docs/results/compare_fc.md): call
+items ~0 for every policy — the model learns the format but not to copy argument values out
+of its prompt — so accuracy moves only on the 40 irrelevance items (GRPO +0.005, 0.950 →
+0.990 there) and AutoTool's claims cannot be tested here (docs/methods.md, "Family (c)").
 """
 
 from toolrl_jax.config import sibling_config

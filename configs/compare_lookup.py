@@ -9,13 +9,11 @@ see configs/compare_math.py for why not 50 %), then the same RL budget per recip
 sampled evaluation (avg@4 at the rollout temperature) on 1,000 held-out items, intervals over
 items and seeds and a verdict per claim in ``compare.md``.
 
-Measured, GRPO arm, seed 0 (lr 2e-4, 100 steps): 0.595 → 0.606 sampled (+1.1, interval 0.0 to
-+2.3), by dropping search (0.99 → 0.02 calls per item). As built this family cannot test a
-method: the RL prompts are the warm-up's own training questions, answered from memory (rollout
-accuracy 0.9–1.0, groups all-correct in half the steps), and on held-out two-hop items the
-warm-up's search path is no better than a direct guess (docs/methods.md, "Family (b)";
-docs/results/compare_lookup.md). RL prompts the warm-up never saw and a working two-hop search
-path come first.
+Measured (2026-11-30, 57 min on 2 cores beside another run; docs/results/compare_lookup.md):
+warm-up 0.447 → GRPO 0.494 (+0.047, interval +0.015 to +0.074, 3 seeds); TEPO sparse −90 %
+calls at 0.453; TEPO dense 0.488. Without ``data.rl_only_fraction`` (every train question in
+the warm-up) RL sampled memorised answers and learnt only to stop searching: +1.1 (0.0 to
++2.3), 0.02 calls per item (docs/methods.md, "Family (b)").
 """
 
 from toolrl_jax.config import sibling_config
