@@ -148,8 +148,8 @@ class StageSubset(IndexSubset):
     them for RL (a grain ``RandomAccessDataSource``): stage ``"rl"`` reads exactly that share,
     ``"sft"`` the rest, so RL prompts are questions the warm-up never answered. Records are
     assigned by a hash of their :func:`~toolrl_jax.data.splits.stage_key` (subject, else
-    question: :func:`~toolrl_jax.data.splits.rl_only`); the ``repr``
-    names the inner source, stage and share, so a saved iterator state refuses another split."""
+    question; :func:`~toolrl_jax.data.splits.rl_only`); the ``repr`` names the inner source,
+    stage and share, so a saved iterator state refuses another split."""
 
     def __init__(self, source: Any, stage: str, fraction: float, split_seed: int):
         if stage not in ("sft", "rl"):

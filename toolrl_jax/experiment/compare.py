@@ -58,7 +58,7 @@ TABLE = (
     ("ΔH<0 share", "all", "entropy_reducing_share"),
 )
 # sampled/accuracy: every row the policy sampled (comparable across recipes); rollout/*: the
-# batch trained on, after a recipe's filters (train/rl_loop.py:RLLoop.collect).
+# batch trained on, after a recipe's filters (train/rl_loop.py:RLTrainer.collect).
 CURVES = ("sampled/accuracy", "rollout/accuracy", "rollout/tool_calls", "rollout/entropy/model",
           "rollout/response_len", "rollout/tool/entropy_reducing_frac")
 
