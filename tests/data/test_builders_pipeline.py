@@ -254,6 +254,8 @@ def test_rl_only_share_keeps_rl_prompts_out_of_the_warm_up(synth, small_cfg, tok
         for e in b} == every
     subset = pipeline.StageSubset(TaskSource(synth, "train"), "rl", 0.3, 0)
     assert len(subset) == len(rl_ids) and "rl_only_fraction=0.3" in repr(subset)
+    with pytest.raises(ValueError, match="unknown stage 'eval'"):
+        pipeline.StageSubset(TaskSource(synth, "train"), "eval", 0.3, 0)
     with pytest.raises(ValueError, match="leaves no train record"):
         pipeline.StageSubset([{"id": "a", "question": "q"}], "rl", 1e-9, 0)
     with pytest.raises(ValueError, match="rl_only_fraction=1.0 must be in"):

@@ -33,7 +33,7 @@ import numpy as np
 from toolrl_jax.data.modes import Mode
 from toolrl_jax.data.records import DataError
 from toolrl_jax.data.splits import stable_uniform
-from toolrl_jax.data.subsets import IndexSubset
+from toolrl_jax.data.subsets import IndexSubset, check_stage
 from toolrl_jax.jsonl import iter_json_lines
 
 LABELS_FILE = "labels.jsonl"
@@ -228,8 +228,7 @@ class LabelledSource(IndexSubset):
     iterator state refuses a different selection."""
 
     def __init__(self, source: Any, labels: Mapping[str, ItemLabel], stage: Stage):
-        if stage not in ("sft", "rl"):
-            raise ValueError(f"unknown stage {stage!r}; expected 'sft' or 'rl'")
+        check_stage(stage)
         kept = []
         for i in range(len(source)):
             lab = labels.get(str(source[i]["id"]))

@@ -32,7 +32,7 @@ from toolrl_jax.data.prompts import (
 )
 from toolrl_jax.data.sft import encode_prompt, encode_sft_example, make_sft_example
 from toolrl_jax.data.splits import HELDOUT, TRAIN, rl_only, stage_key
-from toolrl_jax.data.subsets import IndexSubset
+from toolrl_jax.data.subsets import IndexSubset, check_stage
 from toolrl_jax.data.trajectories import ResultRenderer, choose_mode
 
 
@@ -152,8 +152,7 @@ class StageSubset(IndexSubset):
     stage and share, so a saved iterator state refuses another split."""
 
     def __init__(self, source: Any, stage: str, fraction: float, split_seed: int):
-        if stage not in ("sft", "rl"):
-            raise ValueError(f"unknown stage {stage!r}; expected 'sft' or 'rl'")
+        check_stage(stage)
         index = [i for i in range(len(source))
                  if rl_only(stage_key(source[i]), split_seed, fraction) == (stage == "rl")]
         if not index:

@@ -11,6 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+STAGES = ("sft", "rl")  # the two readers of the train split: the warm-up and RL's prompts
+
+
+def check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected 'sft' or 'rl'")
+    return stage
+
 
 class IndexSubset:
     """The records of ``source`` at ``index`` (in that order); ``describe`` completes the repr."""

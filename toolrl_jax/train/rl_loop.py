@@ -112,7 +112,6 @@ class RLTrainer:
         self.engine.base_key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
         parts, keeps, counts = [], [], {}
         kept, rounds, pending = 0, 0, []
-        sampled_rows = sampled_correct = sampled_calls = 0
         while (want := rule.prompts_to_request(kept, rounds)) > 0:
             records, pending = draw_prompts(data_iter, want, pending)
             trajs = self.engine.generate(params, [r["prompt_ids"] for r in records], g,
@@ -125,15 +124,14 @@ class RLTrainer:
             filt = self.recipe.filter(self.recipe.compute_rewards(inputs), inputs)
             for k, v in filt.counts.items():
                 counts[k] = counts.get(k, 0) + v
-            sampled_rows += len(scored.correct_B)
-            sampled_correct += float(np.sum(scored.correct_B))
-            sampled_calls += float(np.sum(scored.arrays.num_calls_B))
             parts.append(scored)
             keeps.append(filt.group_keep_P)
             kept += int(filt.group_keep_P.sum())
             rounds += 1
-        counts["sampled/accuracy"] = sampled_correct / max(sampled_rows, 1)
-        counts["sampled/tool_calls"] = sampled_calls / max(sampled_rows, 1)
+        counts["sampled/accuracy"] = float(np.mean(np.concatenate(
+            [part.correct_B for part in parts])))
+        counts["sampled/tool_calls"] = float(np.mean(np.concatenate(
+            [part.arrays.num_calls_B for part in parts])))
         if len(parts) == 1 and len(parts[0].records_B) == p * g:
             return parts[0], np.ones(p, np.float32), counts, rounds
         idx, group_weight = refill(np.concatenate(keeps), p, duplicate=rule.duplicate)
